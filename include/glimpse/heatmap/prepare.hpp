@@ -1,0 +1,171 @@
+#pragma once
+// Heatmap preparation: from what a user has (a box, a full-resolution saliency
+// map, a raster patch grid) to one scalar per patch, in raster order over the
+// pre-merge patch grid (grid_h x grid_w, row-major), and from raster order to
+// the encoder's token order (token_order, filled in by each encoder family).
+//
+// All host-side: heatmaps are S floats, not worth a backend.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "glimpse/core/tensor.hpp"
+
+namespace glimpse::heatmap {
+
+// A box in pixel coordinates, [x1, y1) x [y1, y2) with x to the right, y down
+// (HICO-DET / COCO xyxy convention, continuous coordinates).
+struct box {
+    double x1 = 0, y1 = 0, x2 = 0, y2 = 0;
+};
+
+// Rejects boxes that are not finite, inverted, empty, or not inside the image.
+inline void validate_box(const box& b, double image_w, double image_h, std::string_view what = "box") {
+    const bool finite = std::isfinite(b.x1) && std::isfinite(b.y1) && std::isfinite(b.x2) && std::isfinite(b.y2);
+    detail::check(finite, what, " has a non-finite coordinate");
+    detail::check(b.x2 > b.x1 && b.y2 > b.y1, what, " [", b.x1, ", ", b.y1, ", ", b.x2, ", ", b.y2,
+                  "] is inverted or empty (need x1 < x2 and y1 < y2)");
+    detail::check(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= image_w && b.y2 <= image_h, what, " [", b.x1, ", ", b.y1, ", ",
+                  b.x2, ", ", b.y2, "] is outside the ", image_w, "x", image_h, " image");
+}
+
+inline box union_of(const box& a, const box& b) {
+    return {std::min(a.x1, b.x1), std::min(a.y1, b.y1), std::max(a.x2, b.x2), std::max(a.y2, b.y2)};
+}
+
+enum class box_mode {
+    coverage,  // fraction of each patch's area inside the box (area pooling of the box mask)
+    binary     // 1 where the patch overlaps the box by more than half, else 0
+};
+
+// Heatmap [grid_h * grid_w] (raster) of a box given in pixels of an image_w x
+// image_h image; the patch grid covers the whole image (each patch spans
+// image_w / grid_w x image_h / grid_h pixels — the resize to the grid is a
+// uniform scaling, so this is exact for the resized image too).
+inline tensor box_heatmap(const box& b, double image_w, double image_h, std::int64_t grid_h, std::int64_t grid_w,
+                          box_mode mode = box_mode::coverage) {
+    detail::check(grid_h > 0 && grid_w > 0, "box_heatmap: empty patch grid ", grid_h, "x", grid_w);
+    detail::check(image_w > 0 && image_h > 0, "box_heatmap: empty image ", image_w, "x", image_h);
+    validate_box(b, image_w, image_h);
+    const double pw = image_w / static_cast<double>(grid_w), ph = image_h / static_cast<double>(grid_h);
+    tensor out(shape{grid_h * grid_w});
+    float* o = out.ptr<float>();
+    for (std::int64_t r = 0; r < grid_h; ++r) {
+        const double oy = std::max(0.0, std::min(b.y2, (r + 1) * ph) - std::max(b.y1, r * ph));
+        for (std::int64_t c = 0; c < grid_w; ++c) {
+            const double ox = std::max(0.0, std::min(b.x2, (c + 1) * pw) - std::max(b.x1, c * pw));
+            const double frac = (ox * oy) / (pw * ph);
+            o[r * grid_w + c] = mode == box_mode::coverage ? static_cast<float>(frac) : (frac > 0.5 ? 1.0f : 0.0f);
+        }
+    }
+    return out;
+}
+
+// Area-average a full-resolution map [Hm, Wm] (any size) onto grid_h x grid_w
+// patches: each patch averages the map over the rectangle it covers, with
+// fractional weights for map pixels cut by a patch boundary.
+inline tensor pool_to_patches(const cview& map, std::int64_t grid_h, std::int64_t grid_w) {
+    detail::check(map.rank() == 2 && map.size(0) > 0 && map.size(1) > 0, "pool_to_patches: map must be a non-empty [H, W], got ",
+                  map.shape().str());
+    detail::check(grid_h > 0 && grid_w > 0, "pool_to_patches: empty patch grid");
+    const std::int64_t H = map.size(0), W = map.size(1);
+    // Per-axis overlap weights: weight[g][p] = length of map pixel p inside grid cell g.
+    auto weights = [](std::int64_t n, std::int64_t g) {
+        std::vector<std::vector<std::pair<std::int64_t, double>>> w(static_cast<std::size_t>(g));
+        const double cell = static_cast<double>(n) / static_cast<double>(g);
+        for (std::int64_t i = 0; i < g; ++i) {
+            const double lo = i * cell, hi = (i + 1) * cell;
+            for (auto p = static_cast<std::int64_t>(std::floor(lo)); p < std::min<std::int64_t>(n, static_cast<std::int64_t>(std::ceil(hi))); ++p) {
+                const double len = std::min(hi, p + 1.0) - std::max(lo, static_cast<double>(p));
+                if (len > 0) w[static_cast<std::size_t>(i)].push_back({p, len / cell});
+            }
+        }
+        return w;
+    };
+    const auto wy = weights(H, grid_h), wx = weights(W, grid_w);
+    tensor out(shape{grid_h * grid_w});
+    for (std::int64_t r = 0; r < grid_h; ++r)
+        for (std::int64_t c = 0; c < grid_w; ++c) {
+            double acc = 0;
+            for (auto [y, a] : wy[static_cast<std::size_t>(r)])
+                for (auto [x, b] : wx[static_cast<std::size_t>(c)]) {
+                    const float v = map.at({y, x});
+                    detail::check(std::isfinite(v), "pool_to_patches: map value at (", y, ", ", x, ") is not finite");
+                    acc += a * b * v;
+                }
+            out.ptr<float>()[r * grid_w + c] = static_cast<float>(acc);
+        }
+    return out;
+}
+
+enum class normalization {
+    none,
+    max_one,  // divide by the maximum (peak = 1)
+    min_max,  // (h - min) / (max - min); a constant map becomes all zeros
+    sum_one   // divide by the sum (a distribution over patches)
+};
+
+// Validates (every value finite) and normalises a raster heatmap.
+inline tensor normalize(const cview& h, normalization n) {
+    tensor out(shape{h.numel()});
+    float* o = out.ptr<float>();
+    std::int64_t i = 0;
+    detail::for_each_offset(h, [&](std::int64_t, std::int64_t off) {
+        const float v = load_f32(h.data(), h.type(), off);
+        detail::check(std::isfinite(v), "heatmap value at patch ", i, " is not finite (", v, ")");
+        o[i++] = v;
+    });
+    if (n == normalization::none || out.numel() == 0) return out;
+    const auto [mn, mx] = std::minmax_element(o, o + out.numel());
+    double sum = 0;
+    for (std::int64_t k = 0; k < out.numel(); ++k) sum += o[k];
+    const float lo = *mn, hi = *mx;
+    for (std::int64_t k = 0; k < out.numel(); ++k) {
+        switch (n) {
+            case normalization::max_one:
+                detail::check(hi > 0, "heatmap: max_one normalisation of a map whose maximum is ", hi);
+                o[k] /= hi;
+                break;
+            case normalization::min_max: o[k] = hi > lo ? (o[k] - lo) / (hi - lo) : 0.0f; break;
+            case normalization::sum_one:
+                detail::check(sum > 0, "heatmap: sum_one normalisation of a map whose sum is ", sum);
+                o[k] = static_cast<float>(o[k] / sum);
+                break;
+            case normalization::none: break;
+        }
+    }
+    return out;
+}
+
+// The permutation between raster order (r * grid_w + c) and an encoder's token
+// order. Token t of the encoder holds raster patch raster_of_token[t]. Encoders
+// provide their own (Qwen merge-block and window orders); identity by default.
+struct token_order {
+    std::vector<std::int64_t> raster_of_token;
+
+    static token_order identity(std::int64_t n) {
+        token_order t;
+        t.raster_of_token.resize(static_cast<std::size_t>(n));
+        for (std::int64_t i = 0; i < n; ++i) t.raster_of_token[static_cast<std::size_t>(i)] = i;
+        return t;
+    }
+    std::int64_t size() const { return static_cast<std::int64_t>(raster_of_token.size()); }
+
+    // token_of_raster: the inverse permutation (validated to be one).
+    std::vector<std::int64_t> inverse() const {
+        std::vector<std::int64_t> inv(raster_of_token.size(), -1);
+        for (std::size_t t = 0; t < raster_of_token.size(); ++t) {
+            const auto r = raster_of_token[t];
+            detail::check(0 <= r && r < size() && inv[static_cast<std::size_t>(r)] < 0,
+                          "token_order: not a permutation at token ", t);
+            inv[static_cast<std::size_t>(r)] = static_cast<std::int64_t>(t);
+        }
+        return inv;
+    }
+};
+
+}  // namespace glimpse::heatmap

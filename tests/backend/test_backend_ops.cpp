@@ -1,0 +1,153 @@
+// Every op of every backend against the reference backend, on random inputs
+// (the approach of ggml's test-backend-ops). Tolerance: the fast backend
+// computes in f32 with a different summation order; the reference in f64. For
+// sums of K products of O(1) values the f32 error grows like sqrt(K) * 2^-24,
+// so 2e-5 relative to the largest output (scale-aware) covers K up to ~10^4 here.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include <glimpse/backend/cpu.hpp>
+#include <glimpse/backend/reference.hpp>
+
+#include "test_util.hpp"
+
+using namespace glimpse;
+using test::compare;
+using test::randn;
+
+namespace {
+constexpr double kTol = 2e-5;
+
+template <class Op>
+void check_op(const char* what, const shape& out_shape, Op op, double tol = kTol) {
+    reference ref;
+    cpu fast;
+    tensor a(out_shape), b(out_shape);
+    op(ref, a.v());
+    op(fast, b.v());
+    const auto e = compare(b.cv(), a.cv());
+    INFO(what << ": max abs " << e.max_abs << ", max ref " << e.max_ref << ", rel " << e.rel());
+    REQUIRE(e.max_ref > 0);
+    REQUIRE(e.rel() < tol);
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and stride", "[backend][gemm]", float,
+                   bf16_t, f16_t) {
+    const dtype wt = dtype_of_v<TestType>;
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            const std::int64_t m = 37, n = 300, k = 29;  // n > the cpu backend's panel: exercises widening in panels
+            tensor a = randn(ta ? shape{k, m} : shape{m, k}, 1);
+            tensor wide = randn(tb ? shape{n, k + 5} : shape{k, n + 5}, 2, 1.0f, wt);
+            const cview b = wide.cv().slice(1, 3, 3 + (tb ? k : n));  // strided rows
+            tensor bias = randn(shape{n}, 3, 1.0f, wt);
+            tensor c0 = randn(shape{m, n}, 4);
+            for (float beta : {0.0f, 0.5f}) {
+                INFO("ta=" << ta << " tb=" << tb << " beta=" << beta << " dtype=" << name(wt));
+                check_op("gemm", shape{m, n}, [&](auto& be, const view& out) {
+                    be.copy(c0.cv(), out);
+                    be.gemm(a.cv(), b, out, gemm_args{ta, tb, 1.5f, beta}, bias.cv());
+                });
+            }
+        }
+}
+
+TEST_CASE("cpu batched gemm matches reference, shared and batched B", "[backend][gemm]") {
+    tensor a = randn(shape{3, 5, 7}, 5), b3 = randn(shape{3, 7, 4}, 6), b2 = randn(shape{4, 7}, 7);
+    check_op("batched", shape{3, 5, 4}, [&](auto& be, const view& out) { be.gemm(a.cv(), b3.cv(), out, gemm_args{}, cview{}); });
+    check_op("shared B", shape{3, 5, 4}, [&](auto& be, const view& out) {
+        be.gemm(a.cv(), b2.cv(), out, gemm_args{.trans_b = true}, cview{});
+    });
+}
+
+TEST_CASE("cpu elementwise, activations and row ops match reference", "[backend][ops]") {
+    tensor x = randn(shape{13, 70}, 8, 2.0f), y = randn(shape{13, 70}, 9), r = randn(shape{70}, 10);
+    tensor w = randn(shape{70}, 11, 0.3f, dtype::bf16), bb = randn(shape{70}, 12, 0.1f);
+    const shape s = x.shape();
+    check_op("add", s, [&](auto& be, const view& o) { be.add(x.cv(), y.cv(), o, -0.75f); });
+    check_op("add broadcast", s, [&](auto& be, const view& o) { be.add(x.cv(), r.cv(), o, 1.0f); });
+    check_op("mul broadcast", s, [&](auto& be, const view& o) { be.mul(x.cv(), r.cv(), o); });
+    for (auto act : {activation::identity, activation::silu, activation::gelu_erf, activation::gelu_tanh}) {
+        INFO(name(act));
+        check_op("activate", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
+    }
+    check_op("swiglu", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
+    check_op("softmax", s, [&](auto& be, const view& o) {
+        be.copy(x.cv(), o);
+        be.softmax_rows(o, 1.7f);
+    }, 1e-6);
+    check_op("rms_norm", s, [&](auto& be, const view& o) { be.rms_norm(x.cv(), w.cv(), 1e-6f, o); }, 1e-6);
+    check_op("layer_norm", s, [&](auto& be, const view& o) { be.layer_norm(x.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
+    check_op("sum_rows", shape{70}, [&](auto& be, const view& o) { be.sum_rows(x.cv(), o); }, 1e-6);
+    // strided input: a column slice
+    tensor wide = randn(shape{13, 90}, 13);
+    check_op("copy strided + bf16", shape{13, 70}, [&](auto& be, const view& o) {
+        tensor t(shape{13, 70}, dtype::bf16);
+        be.copy(wide.cv().slice(1, 10, 80), t.v());
+        be.copy(t.cv(), o);
+    }, 0.0 + 1e-12);
+}
+
+TEST_CASE("cpu rotary and gather match reference", "[backend][ops]") {
+    tensor x = randn(shape{9, 3, 16}, 14), c = randn(shape{9, 16}, 15), s = randn(shape{9, 16}, 16);
+    check_op("rotary", x.shape(), [&](auto& be, const view& o) {
+        be.copy(x.cv(), o);
+        be.rotary(o, c.cv(), s.cv());
+    }, 1e-6);
+    const std::vector<std::int64_t> idx{8, 0, 0, 3, 7, 8};
+    check_op("gather", shape{6, 3, 16}, [&](auto& be, const view& o) { be.gather_rows(x.cv(), idx, o); }, 0.0 + 1e-12);
+    cpu be;
+    tensor o(shape{2, 3, 16});
+    const std::vector<std::int64_t> bad{0, 9};
+    REQUIRE_THROWS_WITH(be.gather_rows(x.cv(), bad, o.v()), Catch::Contains("index 9 outside [0, 9)"));
+}
+
+TEST_CASE("cpu attention matches reference: masks, segments, maps, strided heads", "[backend][attention]") {
+    // Sq spans several query tiles of the cpu backend (kTileQ = 64).
+    const std::int64_t S = 150, H = 3, d = 8;
+    tensor qkv = randn(shape{S, 3, H, d}, 17);  // interleaved like a fused qkv projection: strided views
+    const cview q = qkv.cv().select(1, 0), k = qkv.cv().select(1, 1), v = qkv.cv().select(1, 2);
+    tensor mask = randn(shape{S, S}, 18, 2.0f);
+    tensor qw = randn(shape{2, S}, 19);
+    const std::vector<std::int64_t> seg{0, 40, 40, 107, 150};
+    for (int variant = 0; variant < 3; ++variant) {
+        INFO("variant " << variant);
+        auto args = [&](tensor& ph, tensor& mean, tensor& pooled) {
+            attention_args a{0.35f, variant == 1 ? mask.cv() : cview{}, {}, {}};
+            if (variant == 2) a.segments = seg;
+            a.maps.per_head = ph.v();
+            a.maps.mean = mean.v();
+            a.maps.query_weights = qw.cv();
+            a.maps.pooled = pooled.v();
+            return a;
+        };
+        reference ref;
+        cpu fast;
+        tensor o1(shape{S, H, d}), o2(shape{S, H, d});
+        tensor ph1(shape{H, S, S}), ph2(shape{H, S, S}), m1(shape{S, S}), m2(shape{S, S}), p1(shape{2, H, S}),
+            p2(shape{2, H, S});
+        ref.attention(q, k, v, o1.v(), args(ph1, m1, p1));
+        fast.attention(q, k, v, o2.v(), args(ph2, m2, p2));
+        REQUIRE(compare(o2.cv(), o1.cv()).rel() < kTol);
+        REQUIRE(compare(ph2.cv(), ph1.cv()).max_abs < 1e-6);
+        REQUIRE(compare(m2.cv(), m1.cv()).max_abs < 1e-6);
+        REQUIRE(compare(p2.cv(), p1.cv()).rel() < kTol);
+        if (variant == 2) REQUIRE(ph1.at({0, 10, 45}) == 0.0f);  // across segments: no attention
+    }
+}
+
+TEST_CASE("backends reject mis-shaped arguments with a message naming the shapes", "[backend][errors]") {
+    cpu be;
+    tensor a(shape{3, 4}), b(shape{5, 4}), c(shape{3, 6});
+    REQUIRE_THROWS_WITH(be.gemm(a.cv(), b.cv(), c.v(), gemm_args{.trans_b = true}, cview{}),
+                        Catch::Contains("does not give C [3, 6]"));
+    reference ref;
+    REQUIRE_THROWS_WITH(ref.gemm(a.cv(), b.cv(), c.v(), gemm_args{.trans_b = true}, cview{}),
+                        Catch::Contains("does not give C [3, 6]"));
+    tensor w(shape{5});
+    REQUIRE_THROWS_WITH(be.rms_norm(a.cv(), w.cv(), 1e-6f, a.v()), Catch::Contains("weight [5]"));
+}
