@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -413,6 +414,18 @@ TEST_CASE("safetensors hostile: malformed index.json", "[io][hostile]") {
         REQUIRE_THROWS_AS(glimpse::checkpoint(dir.path), glimpse::error);
         REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path), Contains(reason));
     }
+}
+
+TEST_CASE("safetensors hostile: a FIFO or directory where a file should be", "[io][hostile]") {
+    temp_dir dir("fifo");
+    const auto fifo = dir / "pipe.safetensors";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // Must fail at once, not block waiting for a writer.
+    REQUIRE_THROWS_WITH(glimpse::safetensors_file(fifo), Contains("not a regular file"));
+    fs::create_directory(dir / "sub.safetensors");
+    REQUIRE_THROWS_WITH(glimpse::safetensors_file(dir / "sub.safetensors"), Contains("not a regular file"));
+    // A directory holding only such entries has no checkpoint files.
+    REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path), Contains("no .safetensors files"));
 }
 
 TEST_CASE("safetensors hostile: every truncation of a valid file", "[io][hostile]") {

@@ -313,17 +313,23 @@ public:
         const std::string where = "safetensors file '" + path.string() + "'";
         std::error_code ec;
         const auto st = std::filesystem::status(path, ec);
-        if (ec || !std::filesystem::exists(st)) detail::fail(where, ": no such file");
-        // Opening a FIFO would block forever; a directory or device is no checkpoint.
+        if (st.type() == std::filesystem::file_type::not_found) detail::fail(where, ": no such file");
+        if (ec) detail::fail(where, ": ", ec.message());
+        // A directory or device is no checkpoint, and opening a FIFO would block.
         if (!std::filesystem::is_regular_file(st)) detail::fail(where, ": not a regular file");
 
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        // O_NONBLOCK: should the path be swapped for a FIFO after the check, open still returns.
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0) detail::fail(where, ": cannot open: ", std::strerror(errno));
         struct ::stat sb {};
         if (::fstat(fd, &sb) != 0) {
             const int e = errno;
             ::close(fd);
             detail::fail(where, ": cannot stat: ", std::strerror(e));
+        }
+        if (!S_ISREG(sb.st_mode)) {
+            ::close(fd);
+            detail::fail(where, ": not a regular file");
         }
         const auto size = static_cast<std::uint64_t>(sb.st_size);
         if (size < 8) {
@@ -554,12 +560,13 @@ public:
     explicit checkpoint(const std::filesystem::path& path) : path_(path) {
         std::error_code ec;
         const auto st = std::filesystem::status(path, ec);
-        if (ec || !std::filesystem::exists(st)) detail::fail(where(), ": no such file or directory");
+        if (st.type() == std::filesystem::file_type::not_found) detail::fail(where(), ": no such file or directory");
+        if (ec) detail::fail(where(), ": ", ec.message());
         if (!std::filesystem::is_directory(st)) {
             files_.emplace_back(path);
             for (std::size_t i = 0; i < files_[0].entries().size(); ++i)
                 index_.emplace(files_[0].entries()[i].name, location{0, i});
-        } else if (std::filesystem::exists(path / index_name)) {
+        } else if (std::filesystem::exists(path / index_name, ec)) {
             open_indexed();
         } else {
             open_all();
@@ -643,7 +650,8 @@ private:
         std::error_code ec;
         for (auto it = std::filesystem::directory_iterator(path_, ec); !ec && it != std::filesystem::directory_iterator();
              it.increment(ec)) {
-            if (it->path().extension() == ".safetensors" && std::filesystem::is_regular_file(it->path()))
+            std::error_code type_ec;  // an unreadable entry is skipped, not fatal
+            if (it->path().extension() == ".safetensors" && std::filesystem::is_regular_file(it->path(), type_ec))
                 found.push_back(it->path());
         }
         if (ec) detail::fail(where(), ": cannot list the directory: ", ec.message());
@@ -774,7 +782,8 @@ inline void save_safetensors(const std::filesystem::path& path,
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
     if (ec) {
-        std::filesystem::remove(tmp, ec);
+        std::error_code ignored;
+        std::filesystem::remove(tmp, ignored);
         detail::fail(where, ": cannot rename the temporary file into place: ", ec.message());
     }
 }

@@ -1,0 +1,34 @@
+#pragma once
+// Umbrella header: the whole public API of glimpse.
+//
+// Layers, top to bottom (docs/design.md): heatmap/ (the head, its block, the
+// integration policy, heatmap preparation) -> nn/ (layers) -> core/ (tensor,
+// dtype, backend concept) <- backend/ (reference, cpu); io/ reads and writes
+// safetensors checkpoints.
+
+#include "glimpse/version.hpp"
+
+#include "glimpse/core/backend.hpp"
+#include "glimpse/core/dtype.hpp"
+#include "glimpse/core/error.hpp"
+#include "glimpse/core/random.hpp"
+#include "glimpse/core/shape.hpp"
+#include "glimpse/core/tensor.hpp"
+
+#include "glimpse/backend/cpu.hpp"
+#include "glimpse/backend/reference.hpp"
+
+#include "glimpse/io/safetensors.hpp"
+
+#include "glimpse/nn/attention.hpp"
+#include "glimpse/nn/linear.hpp"
+#include "glimpse/nn/mlp.hpp"
+#include "glimpse/nn/norm.hpp"
+#include "glimpse/nn/parameters.hpp"
+#include "glimpse/nn/rotary.hpp"
+
+#include "glimpse/heatmap/attention_head.hpp"
+#include "glimpse/heatmap/fast_path.hpp"
+#include "glimpse/heatmap/head_block.hpp"
+#include "glimpse/heatmap/integration.hpp"
+#include "glimpse/heatmap/prepare.hpp"
