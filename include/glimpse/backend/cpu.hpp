@@ -30,6 +30,7 @@
 #include <omp.h>
 #endif
 
+#include "glimpse/backend/host_memory.hpp"
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
 
@@ -138,22 +139,13 @@ inline bool rows_view(const cview& x, std::int64_t& m, std::int64_t& n, std::int
 
 }  // namespace detail::cpu_impl
 
-class cpu {
+class cpu : public detail::host_memory<cpu> {
 public:
-    using tensor = glimpse::tensor;
     static constexpr std::string_view name() { return "cpu"; }
 
     // Query-tile height of the attention op and panel height of weight widening.
     static constexpr std::int64_t kTileQ = 64;
     static constexpr std::int64_t kPanel = 256;
-
-    tensor alloc(const shape& s, dtype t) { return tensor(s, t); }
-    tensor upload(const cview& v) { return download(v); }
-    tensor download(const cview& v) {
-        tensor t(v.shape(), v.type());
-        copy(v, t.v());
-        return t;
-    }
 
     void copy(const cview& src, const view& dst) {
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());

@@ -20,6 +20,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 
+#include "glimpse/backend/host_memory.hpp"
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
 
@@ -55,18 +56,10 @@ inline double act_ref(activation a, double x) {
 
 }  // namespace detail
 
-class reference {
+class reference : public detail::host_memory<reference> {
 public:
-    using tensor = glimpse::tensor;
     static constexpr std::string_view name() { return "reference"; }
 
-    tensor alloc(const shape& s, dtype t) { return tensor(s, t); }
-    tensor upload(const cview& v) { return download(v); }
-    tensor download(const cview& v) {
-        tensor t(v.shape(), v.type());
-        copy(v, t.v());
-        return t;
-    }
 
     void copy(const cview& src, const view& dst) {
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());

@@ -36,15 +36,19 @@ struct swiglu_mlp {
     }
     template <class F>
     void visit(const std::string& p, F&& f) {
-        gate_proj.visit(join_name(p, "gate_proj"), f);
-        up_proj.visit(join_name(p, "up_proj"), f);
-        down_proj.visit(join_name(p, "down_proj"), f);
+        visit_impl(*this, p, f);
     }
     template <class F>
     void visit(const std::string& p, F&& f) const {
-        gate_proj.visit(join_name(p, "gate_proj"), f);
-        up_proj.visit(join_name(p, "up_proj"), f);
-        down_proj.visit(join_name(p, "down_proj"), f);
+        visit_impl(*this, p, f);
+    }
+
+private:
+    template <class Self, class F>
+    static void visit_impl(Self& self, const std::string& p, F& f) {
+        self.gate_proj.visit(join_name(p, "gate_proj"), f);
+        self.up_proj.visit(join_name(p, "up_proj"), f);
+        self.down_proj.visit(join_name(p, "down_proj"), f);
     }
 };
 
@@ -73,13 +77,18 @@ struct gelu_mlp {
     }
     template <class F>
     void visit(const std::string& p, F&& f) {
-        linear_fc1.visit(join_name(p, "linear_fc1"), f);
-        linear_fc2.visit(join_name(p, "linear_fc2"), f);
+        visit_impl(*this, p, f);
     }
     template <class F>
     void visit(const std::string& p, F&& f) const {
-        linear_fc1.visit(join_name(p, "linear_fc1"), f);
-        linear_fc2.visit(join_name(p, "linear_fc2"), f);
+        visit_impl(*this, p, f);
+    }
+
+private:
+    template <class Self, class F>
+    static void visit_impl(Self& self, const std::string& p, F& f) {
+        self.linear_fc1.visit(join_name(p, "linear_fc1"), f);
+        self.linear_fc2.visit(join_name(p, "linear_fc2"), f);
     }
 };
 

@@ -31,11 +31,11 @@ struct rms_norm {
         return y;
     }
     template <class F>
-    void visit(const std::string& prefix, F&& f) {
+    void visit(const std::string& prefix, F&& f) const {
         f(join_name(prefix, "weight"), weight);
     }
     template <class F>
-    void visit(const std::string& prefix, F&& f) const {
+    void visit(const std::string& prefix, F&& f) {
         f(join_name(prefix, "weight"), weight);
     }
 };
@@ -63,13 +63,18 @@ struct layer_norm {
     }
     template <class F>
     void visit(const std::string& prefix, F&& f) {
-        f(join_name(prefix, "weight"), weight);
-        f(join_name(prefix, "bias"), bias);
+        visit_impl(*this, prefix, f);
     }
     template <class F>
     void visit(const std::string& prefix, F&& f) const {
-        f(join_name(prefix, "weight"), weight);
-        f(join_name(prefix, "bias"), bias);
+        visit_impl(*this, prefix, f);
+    }
+
+private:
+    template <class Self, class F>
+    static void visit_impl(Self& self, const std::string& prefix, F& f) {
+        f(join_name(prefix, "weight"), self.weight);
+        f(join_name(prefix, "bias"), self.bias);
     }
 };
 
