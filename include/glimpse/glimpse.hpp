@@ -16,11 +16,14 @@
 #include "glimpse/core/tensor.hpp"
 
 #include "glimpse/backend/cpu.hpp"
+#include "glimpse/backend/host_memory.hpp"
+#include "glimpse/backend/op_checks.hpp"
 #include "glimpse/backend/reference.hpp"
 
 #include "glimpse/io/safetensors.hpp"
 
 #include "glimpse/nn/attention.hpp"
+#include "glimpse/nn/block_kind.hpp"
 #include "glimpse/nn/linear.hpp"
 #include "glimpse/nn/mlp.hpp"
 #include "glimpse/nn/norm.hpp"

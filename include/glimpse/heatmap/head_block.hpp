@@ -7,9 +7,8 @@
 //
 // `delta` is what the head adds to the features; integration.hpp decides how it
 // is combined (residual: x + delta, the seed; gated; replace). The norm and MLP
-// follow the host encoder, chosen by a block-kind traits type:
-//   rms_swiglu   RMSNorm + SwiGLU MLP          (Qwen2.5-VL)
-//   ln_gelu_tanh LayerNorm + GELU(tanh) MLP    (Qwen3-VL)
+// follow the host encoder, chosen by a block-kind traits type (nn/block_kind.hpp):
+// rms_swiglu (Qwen2.5-VL) or ln_gelu_tanh (Qwen3-VL).
 // Parameter names (docs/weights.md): norm1.*, attn.{q,k,v}_proj.*, attn.proj.*,
 // norm2.*, mlp.* (gate_proj/up_proj/down_proj or linear_fc1/linear_fc2).
 
@@ -19,31 +18,14 @@
 
 #include "glimpse/core/backend.hpp"
 #include "glimpse/heatmap/attention_head.hpp"
-#include "glimpse/nn/mlp.hpp"
-#include "glimpse/nn/norm.hpp"
+#include "glimpse/nn/block_kind.hpp"
 
 namespace glimpse::heatmap {
 
-struct rms_swiglu {
-    static constexpr std::string_view name = "rms_swiglu";
-    template <Backend B>
-    using norm = nn::rms_norm<B>;
-    template <Backend B>
-    using mlp = nn::swiglu_mlp<B>;
-};
-
-struct ln_gelu_tanh {
-    static constexpr std::string_view name = "ln_gelu_tanh";
-    template <Backend B>
-    using norm = nn::layer_norm<B>;
-    template <Backend B>
-    using mlp = nn::gelu_mlp<B>;
-};
-
-template <class K>
-concept block_kind = requires {
-    { K::name } -> std::convertible_to<std::string_view>;
-};
+// The block kinds live in nn/ (the Qwen vision blocks use them too).
+using nn::block_kind;
+using nn::ln_gelu_tanh;
+using nn::rms_swiglu;
 
 struct head_config {
     std::int64_t dim = 0;           // D, the encoder width
