@@ -19,6 +19,8 @@
 
 #include "glimpse/io/safetensors.hpp"
 
+#include "temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using glimpse::cview;
 using glimpse::dtype;
@@ -26,22 +28,7 @@ using glimpse::tensor;
 
 namespace {
 
-// A fresh directory per test, removed afterwards.
-struct temp_dir {
-    fs::path path;
-    explicit temp_dir(const std::string& tag) {
-        static std::atomic<int> counter{0};
-        path = fs::temp_directory_path() /
-               ("glimpse-st-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
+using glimpse::test::temp_dir;
 
 tensor iota(const glimpse::shape& s, dtype t, float scale = 0.5f) {
     tensor f(s);

@@ -24,26 +24,14 @@
 #define GLIMPSE_INSPECT_EXE ""
 #endif
 
+#include "temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using Catch::Contains;
 
 namespace {
 
-struct temp_dir {
-    fs::path path;
-    explicit temp_dir(const std::string& tag) {
-        static std::atomic<int> counter{0};
-        path = fs::temp_directory_path() /
-               ("glimpse-hostile-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
+using glimpse::test::temp_dir;
 
 std::string le64(std::uint64_t n) {
     std::string out(8, '\0');

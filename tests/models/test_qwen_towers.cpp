@@ -27,6 +27,8 @@
 
 using namespace glimpse;
 using test::kF32Rel;
+#include "temp_dir.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -34,19 +36,7 @@ namespace {
 const std::string kQ25 = test::data_path("qwen2_5_vl_tiny");
 const std::string kQ3 = test::data_path("qwen3_vl_tiny");
 
-// A fresh temporary directory, removed at scope exit.
-struct temp_dir {
-    fs::path path;
-    explicit temp_dir(const std::string& tag) {
-        path = fs::temp_directory_path() / ("glimpse_qwen_" + tag + "_" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
+using glimpse::test::temp_dir;
 
 nlohmann::json read_json(const fs::path& p) {
     std::ifstream in(p);
