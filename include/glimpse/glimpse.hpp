@@ -1,10 +1,11 @@
 #pragma once
 // Umbrella header: the whole public API of glimpse.
 //
-// Layers, top to bottom (docs/design.md): heatmap/ (the head, its block, the
-// integration policy, heatmap preparation) -> nn/ (layers) -> core/ (tensor,
-// dtype, backend concept) <- backend/ (reference, cpu); io/ reads and writes
-// safetensors checkpoints.
+// Layers, top to bottom (docs/design.md): models/ (Qwen vision towers,
+// preprocessing) -> heatmap/ (the head, its block, the integration policy,
+// heatmap preparation) -> nn/ (layers) -> core/ (tensor, dtype, backend
+// concept) <- backend/ (reference, cpu); io/ reads safetensors checkpoints and
+// images.
 
 #include "glimpse/version.hpp"
 
@@ -20,6 +21,7 @@
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/backend/reference.hpp"
 
+#include "glimpse/io/image.hpp"
 #include "glimpse/io/safetensors.hpp"
 
 #include "glimpse/nn/attention.hpp"
@@ -35,3 +37,11 @@
 #include "glimpse/heatmap/head_block.hpp"
 #include "glimpse/heatmap/integration.hpp"
 #include "glimpse/heatmap/prepare.hpp"
+
+#include "glimpse/models/qwen2_5_vl.hpp"
+#include "glimpse/models/qwen3_vl.hpp"
+#include "glimpse/models/qwen_config.hpp"
+#include "glimpse/models/qwen_heatmap.hpp"
+#include "glimpse/models/qwen_preprocess.hpp"
+#include "glimpse/models/qwen_token_order.hpp"
+#include "glimpse/models/qwen_vision_block.hpp"

@@ -73,16 +73,16 @@ struct preprocess_config {
     static preprocess_config from_json(const std::filesystem::path& file);
 
     void validate(const std::string& where) const {
-        detail::check(patch_size > 0 && temporal_patch_size > 0 && merge_size > 0, where,
+        glimpse::detail::check(patch_size > 0 && temporal_patch_size > 0 && merge_size > 0, where,
                       ": patch_size, temporal_patch_size and merge_size must be positive (got ", patch_size, ", ",
                       temporal_patch_size, ", ", merge_size, ")");
-        detail::check(patch_size <= 4096 && merge_size <= 64 && temporal_patch_size <= 64, where,
+        glimpse::detail::check(patch_size <= 4096 && merge_size <= 64 && temporal_patch_size <= 64, where,
                       ": implausible patch_size/merge_size/temporal_patch_size (", patch_size, ", ", merge_size, ", ",
                       temporal_patch_size, ")");
-        detail::check(min_pixels >= 0 && max_pixels > 0 && min_pixels <= max_pixels, where, ": pixel bounds [",
+        glimpse::detail::check(min_pixels >= 0 && max_pixels > 0 && min_pixels <= max_pixels, where, ": pixel bounds [",
                       min_pixels, ", ", max_pixels, "] are not a valid range");
         for (int c = 0; c < 3; ++c)
-            detail::check(std::isfinite(mean[static_cast<std::size_t>(c)]) && std::isfinite(std[static_cast<std::size_t>(c)]) &&
+            glimpse::detail::check(std::isfinite(mean[static_cast<std::size_t>(c)]) && std::isfinite(std[static_cast<std::size_t>(c)]) &&
                               std[static_cast<std::size_t>(c)] != 0.0f,
                           where, ": image_mean/image_std channel ", c, " must be finite with a non-zero std");
     }

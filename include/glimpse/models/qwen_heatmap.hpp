@@ -1,0 +1,346 @@
+#pragma once
+// qwen_encoder: the user-level glue between a Qwen2.5-VL / Qwen3-VL checkpoint
+// directory and the heatmap head — what a program that "encodes an image with
+// a box" needs, and nothing the towers do not already do.
+//
+//   auto enc = models::qwen_encoder<cpu>::load(be, "Qwen3-VL-8B-Instruct");
+//   auto px  = enc.preprocess(load_image("cat.jpg"));
+//   auto r   = enc.encode_box(be, px, {x1, y1, x2, y2}, image_w, image_h);
+//   r.attention->mass_in_box;   r.features.merged;
+//
+// The family is only known at run time (config.json's model_type), so the
+// encoder holds a std::variant of the two towers and of the two head block
+// kinds, and dispatches once per call; everything below it stays compile-time.
+//
+// The head (one heatmap_head, the seed's setup): block kind of the tower
+// (rms_swiglu for Qwen2.5, ln_gelu_tanh for Qwen3), placed before the merger,
+// combined residually (x + delta). Its default config is the tower's own:
+// D = hidden_size, H = num_heads, I = intermediate_size, 2-D RoPE ON with the
+// tower's head dim (D / H) and rope_theta, eps 1e-6. Weights: `heatmap_head.*`
+// tensors found in the checkpoint directory (in the model's safetensors or in
+// a separate `heatmap_head.safetensors`) are loaded and must match that
+// config; without them the head is seeded PyTorch-default init — UNTRAINED,
+// which `head_trained()` / `head_source()` say so that tools can print it.
+//
+// Token orders (qwen_token_order.hpp): heatmaps are given in RASTER order
+// over the pre-merge patch grid; the tower permutes them to its own order at
+// the head's site (window order in Qwen2.5, merge-block order in Qwen3), and
+// the maps the head returns come back here in that order and are permuted back
+// to raster. `features.hidden` stays in MERGE-BLOCK order (the rows of
+// pixel_values; every merged token is m^2 consecutive rows), `features.merged`
+// in merged-raster order, as the towers return them.
+//
+// One image per call (grid_t = 1): the head attends over all tokens of the
+// call, so a batch would let patches of one image attend to another's.
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+
+#include "glimpse/core/backend.hpp"
+#include "glimpse/core/error.hpp"
+#include "glimpse/core/random.hpp"
+#include "glimpse/core/tensor.hpp"
+#include "glimpse/heatmap/head_block.hpp"
+#include "glimpse/heatmap/integration.hpp"
+#include "glimpse/heatmap/prepare.hpp"
+#include "glimpse/io/image.hpp"
+#include "glimpse/io/safetensors.hpp"
+#include "glimpse/models/qwen2_5_vl.hpp"
+#include "glimpse/models/qwen3_vl.hpp"
+#include "glimpse/models/qwen_config.hpp"
+#include "glimpse/models/qwen_preprocess.hpp"
+#include "glimpse/models/qwen_token_order.hpp"
+#include "glimpse/models/qwen_vision_block.hpp"
+
+namespace glimpse::models {
+
+// Where the head's weights come from.
+struct qwen_head_options {
+    std::uint64_t seed = 0;                  // init seed when the checkpoint has no heatmap_head.*
+    std::string prefix = "heatmap_head";     // parameter prefix in the checkpoint
+    bool load_trained = true;                // false: always seeded init (ignore heatmap_head.*)
+};
+
+// The head's attention in RASTER order over the grid_h x grid_w pre-merge grid:
+// the attention that the in-box queries place on every key (the pooled map with
+// query weights 1/count on in-box patches, 0 elsewhere).
+struct raster_attention {
+    std::int64_t grid_h = 0, grid_w = 0;
+    tensor per_head;                     // [H, grid_h, grid_w]; each head's map sums to 1
+    tensor mean;                         // [grid_h, grid_w], the average over heads; sums to 1
+    std::vector<std::uint8_t> in_box;    // [grid_h * grid_w] raster: 1 where the query set is
+    std::int64_t in_box_count = 0;
+    double mass_in_box = 0;              // sum of `mean` over in-box patches (1 = looks only inside)
+};
+
+template <Backend B>
+struct qwen_encoding {
+    vision_output<B> features;              // hidden (merge-block order, head applied), merged, deepstack
+    grid_thw_t grid{};                      // (1, grid_h, grid_w) pre-merge patches
+    tensor heatmap;                         // [grid_h * grid_w] raster heatmap given to the head (empty: none)
+    std::optional<raster_attention> attention;  // when a heatmap was given
+};
+
+// Box in pixels of the ORIGINAL image_w x image_h image -> raster heatmap
+// [grid_h * grid_w] of per-patch coverage. smart_resize scales each axis to a
+// multiple of the patch size and the patch grid tiles the resized image, so in
+// original pixels each patch spans image_w / grid_w x image_h / grid_h: no
+// need to know the resized size.
+inline tensor box_to_heatmap(const heatmap::box& b, double image_w, double image_h, const grid_thw_t& grid,
+                             heatmap::box_mode mode = heatmap::box_mode::coverage) {
+    return heatmap::box_heatmap(b, image_w, image_h, grid[1], grid[2], mode);
+}
+
+// The order of the tokens at the head's site (before the merger): window order
+// for Qwen2.5, merge-block order for Qwen3 (its layout has no windows, so its
+// window order IS the merge-block order).
+inline heatmap::token_order site_order(const qwen_vision_config& cfg, std::span<const grid_thw_t> grids) {
+    return make_qwen_layout(grids, cfg.family == qwen_family::qwen2_5_vl ? cfg.window_merged() : 0,
+                            cfg.spatial_merge_size)
+        .window_order;
+}
+
+// Pooled maps [1, H, S] in `order` (token t holds raster patch
+// order.raster_of_token[t]) -> raster per-head and mean maps, and the mass the
+// mean map puts on `in_box` (raster indicator).
+inline raster_attention maps_to_raster(const cview& pooled, const heatmap::token_order& order, std::int64_t grid_h,
+                                       std::int64_t grid_w, std::span<const std::uint8_t> in_box) {
+    const std::int64_t S = grid_h * grid_w;
+    glimpse::detail::check(pooled.rank() == 3 && pooled.size(0) == 1 && pooled.size(2) == S && order.size() == S,
+                           "maps_to_raster: pooled maps must be [1, H, ", S, "] for a ", grid_h, "x", grid_w,
+                           " grid, got ", pooled.shape().str(), " (order of ", order.size(), " tokens)");
+    glimpse::detail::check(static_cast<std::int64_t>(in_box.size()) == S, "maps_to_raster: in-box mask has ",
+                           in_box.size(), " values for ", S, " patches");
+    const std::int64_t H = pooled.size(1);
+    raster_attention out;
+    out.grid_h = grid_h;
+    out.grid_w = grid_w;
+    out.per_head = tensor(shape{H, grid_h, grid_w});
+    out.mean = tensor(shape{grid_h, grid_w});
+    float* ph = out.per_head.ptr<float>();
+    float* mn = out.mean.ptr<float>();
+    for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t t = 0; t < S; ++t) {
+            const float v = pooled.at({0, h, t});
+            const std::int64_t r = order.raster_of_token[static_cast<std::size_t>(t)];
+            ph[h * S + r] = v;
+        }
+    // Mean in double over heads, then stored in f32: the same sum whatever the order.
+    for (std::int64_t r = 0; r < S; ++r) {
+        double s = 0;
+        for (std::int64_t h = 0; h < H; ++h) s += ph[h * S + r];
+        mn[r] = static_cast<float>(s / static_cast<double>(H));
+    }
+    out.in_box.assign(in_box.begin(), in_box.end());
+    for (std::int64_t r = 0; r < S; ++r)
+        if (in_box[static_cast<std::size_t>(r)]) {
+            ++out.in_box_count;
+            out.mass_in_box += mn[r];
+        }
+    return out;
+}
+
+template <Backend B>
+class qwen_encoder {
+public:
+    using tensor_t = typename B::tensor;
+    using tower_t = std::variant<qwen2_5_vision<B>, qwen3_vision<B>>;
+    using head_t = std::variant<heatmap::heatmap_integration<B, nn::rms_swiglu>,
+                                heatmap::heatmap_integration<B, nn::ln_gelu_tanh>>;
+
+    // Loads config.json, preprocessor_config.json (when present; else the
+    // family's released defaults with the tower's patch and merge sizes), the
+    // tower, and the head (see the top of this file).
+    static qwen_encoder load(B& be, const std::filesystem::path& dir, const qwen_head_options& opt = {}) {
+        std::error_code ec;
+        if (!std::filesystem::is_directory(dir, ec))
+            glimpse::detail::fail("model directory '", dir.string(), "': ",
+                                  std::filesystem::exists(dir, ec) ? "not a directory" : "no such directory");
+        qwen_encoder e;
+        e.config_ = qwen_vision_config::load(dir);
+        e.preprocess_ = preprocessing_of(dir, e.config_);
+        const checkpoint ck(dir);
+        if (e.config_.family == qwen_family::qwen2_5_vl)
+            e.tower_.template emplace<0>(qwen2_5_vision<B>::load(be, ck, e.config_));
+        else
+            e.tower_.template emplace<1>(qwen3_vision<B>::load(be, ck, e.config_));
+        e.load_head(be, dir, ck, opt);
+        return e;
+    }
+
+    const qwen_vision_config& config() const noexcept { return config_; }
+    qwen_family family() const noexcept { return config_.family; }
+    const preprocess_config& preprocessing() const noexcept { return preprocess_; }
+    const heatmap::head_config& head_config() const noexcept { return head_config_; }
+    bool head_trained() const noexcept { return head_trained_; }
+    // "heatmap_head.* from <file>" or "seeded init (seed N), untrained".
+    const std::string& head_source() const noexcept { return head_source_; }
+    const tower_t& tower() const noexcept { return tower_; }
+    const head_t& head() const noexcept { return head_; }
+
+    // The head's default config for a tower (documented at the top).
+    static heatmap::head_config default_head_config(const qwen_vision_config& c) {
+        return heatmap::head_config{c.hidden_size, c.num_heads, c.intermediate_size, /*rope=*/true, c.rope_theta, c.eps};
+    }
+
+    pixel_batch preprocess(const image_u8& image) const { return models::preprocess(image, preprocess_); }
+
+    // Any policy on the tower, for callers with their own heads (and tests).
+    template <class Policy>
+        requires heatmap::integration_policy<Policy, B>
+    vision_output<B> encode_with(B& be, const pixel_batch& px, const Policy& policy,
+                                 const encode_inputs<B>& extra = {}) const {
+        return std::visit(
+            [&](const auto& t) { return t.encode(be, px.pixel_values.cv(), px.grid_thw, policy, extra); }, tower_);
+    }
+
+    // The plain tower: no heatmap, the head is not run.
+    vision_output<B> encode(B& be, const pixel_batch& px) const { return encode_with(be, px, heatmap::no_heatmap{}); }
+
+    // The tower with the head, fed `raster_heatmap` ([grid_h * grid_w], raster
+    // order); the head's maps are those of the queries where `query_mask` is
+    // non-zero (raster; empty: where the heatmap is non-zero), returned in
+    // raster order.
+    qwen_encoding<B> encode(B& be, const pixel_batch& px, const cview& raster_heatmap,
+                            std::span<const std::uint8_t> query_mask = {}) const {
+        const grid_thw_t grid = single_grid(px);
+        const std::int64_t S = grid[1] * grid[2];
+        glimpse::detail::check(raster_heatmap.numel() == S, "qwen_encoder::encode: heatmap has ",
+                               raster_heatmap.numel(), " values for the ", grid[1], "x", grid[2], " patch grid");
+        glimpse::detail::check(static_cast<std::int64_t>(query_mask.size()) == S || query_mask.empty(),
+                               "qwen_encoder::encode: query mask has ", query_mask.size(), " values for ", S,
+                               " patches");
+        qwen_encoding<B> out;
+        out.grid = grid;
+        out.heatmap = tensor(shape{S});
+        float* hv = out.heatmap.template ptr<float>();
+        glimpse::detail::for_each_offset(raster_heatmap, [&](std::int64_t i, std::int64_t o) {
+            hv[i] = load_f32(raster_heatmap.data(), raster_heatmap.type(), o);
+        });
+        std::vector<std::uint8_t> in_box(static_cast<std::size_t>(S));
+        std::int64_t count = 0;
+        for (std::int64_t r = 0; r < S; ++r) {
+            const bool in = query_mask.empty() ? hv[r] != 0.0f
+                                               : query_mask[static_cast<std::size_t>(r)] != 0;
+            in_box[static_cast<std::size_t>(r)] = in ? 1 : 0;
+            count += in ? 1 : 0;
+        }
+        glimpse::detail::check(count > 0, "qwen_encoder::encode: no query patch (the heatmap is all zero)");
+
+        // Query weights in the token order at the head's site.
+        const std::span<const grid_thw_t> grids(&out.grid, 1);
+        const heatmap::token_order order = site_order(config_, grids);
+        tensor qw(shape{1, S});
+        for (std::int64_t t = 0; t < S; ++t)
+            qw.ptr<float>()[t] = in_box[static_cast<std::size_t>(order.raster_of_token[static_cast<std::size_t>(t)])]
+                                     ? 1.0f / static_cast<float>(count)
+                                     : 0.0f;
+        const tensor_t qw_dev = be.upload(qw.cv());
+
+        std::vector<heatmap::head_maps<B>> maps;
+        encode_inputs<B> extra;
+        extra.heatmaps = {out.heatmap.cv()};
+        extra.maps.query_weights = qw_dev.cv();
+        extra.maps_out = &maps;
+        out.features = std::visit([&](const auto& h) { return encode_with(be, px, h, extra); }, head_);
+        glimpse::detail::check(maps.size() == 1, "qwen_encoder::encode: the head returned ", maps.size(),
+                               " attention maps (expected 1)");
+        const tensor pooled = be.download(maps[0].pooled.cv()).to(dtype::f32);
+        out.attention = maps_to_raster(pooled.cv(), order, grid[1], grid[2], in_box);
+        return out;
+    }
+
+    // A box in pixels of the ORIGINAL image (image_w x image_h, before resizing):
+    // heatmap = per-patch coverage of the box; queries = the patches it touches.
+    qwen_encoding<B> encode_box(B& be, const pixel_batch& px, const heatmap::box& b, double image_w,
+                                double image_h) const {
+        const tensor h = box_to_heatmap(b, image_w, image_h, single_grid(px));
+        return encode(be, px, h.cv());
+    }
+
+private:
+    static grid_thw_t single_grid(const pixel_batch& px) {
+        glimpse::detail::check(px.grid_thw.size() == 1 && px.grid_thw[0][0] == 1,
+                               "qwen_encoder: one image per call (got ", px.grid_thw.size(), " grids)");
+        return px.grid_thw[0];
+    }
+
+    static preprocess_config preprocessing_of(const std::filesystem::path& dir, const qwen_vision_config& c) {
+        const auto file = dir / "preprocessor_config.json";
+        std::error_code ec;
+        preprocess_config p;
+        if (std::filesystem::exists(file, ec)) {
+            p = preprocess_config::from_json(file);
+        } else {
+            p = c.family == qwen_family::qwen2_5_vl ? preprocess_config::qwen2_5_vl() : preprocess_config::qwen3_vl();
+            p.patch_size = c.patch_size;
+            p.temporal_patch_size = c.temporal_patch_size;
+            p.merge_size = c.spatial_merge_size;
+        }
+        glimpse::detail::check(p.patch_size == c.patch_size && p.temporal_patch_size == c.temporal_patch_size &&
+                                   p.merge_size == c.spatial_merge_size && c.in_channels == 3,
+                               "model directory '", dir.string(), "': preprocessing (patch ", p.patch_size,
+                               ", temporal ", p.temporal_patch_size, ", merge ", p.merge_size,
+                               ") does not match the vision config (patch ", c.patch_size, ", temporal ",
+                               c.temporal_patch_size, ", merge ", c.spatial_merge_size, ", ", c.in_channels,
+                               " channels)");
+        return p;
+    }
+
+    template <class Kind>
+    void load_head_kind(B& be, const std::filesystem::path& dir, const checkpoint& ck, const qwen_head_options& opt) {
+        heatmap::heatmap_integration<B, Kind> h(opt.prefix);
+        const heatmap::binding bind{heatmap::site::before_merger(), heatmap::combine_mode::residual, 0};
+        // Probe one tensor every head block has; a half-present head then fails
+        // in heatmap_head::load, naming the missing tensor.
+        const std::string probe = opt.prefix + ".attn.q_proj.weight";
+        const auto own = dir / (opt.prefix + ".safetensors");
+        std::error_code ec;
+        if (opt.load_trained && ck.contains(probe)) {
+            h.add_loaded(be, ck, bind, head_config_, 0, 1);
+            head_trained_ = true;
+            head_source_ = opt.prefix + ".* from " + ck.find(probe).first->path().string();
+        } else if (opt.load_trained && std::filesystem::exists(own, ec)) {
+            // Only reached when the directory has an index (open_all would have
+            // read this file already): a head file beside a sharded model.
+            const safetensors_file f(own);
+            glimpse::detail::check(f.contains(probe), "head file '", own.string(), "': no tensor '", probe, "'");
+            h.add_loaded(be, f, bind, head_config_, 0, 1);
+            head_trained_ = true;
+            head_source_ = opt.prefix + ".* from " + own.string();
+        } else {
+            rng g(opt.seed);
+            h.add(be, bind, head_config_, g);
+            head_trained_ = false;
+            head_source_ = "seeded init (seed " + std::to_string(opt.seed) + "), untrained";
+        }
+        head_.template emplace<heatmap::heatmap_integration<B, Kind>>(std::move(h));
+    }
+
+    void load_head(B& be, const std::filesystem::path& dir, const checkpoint& ck, const qwen_head_options& opt) {
+        head_config_ = default_head_config(config_);
+        if (config_.family == qwen_family::qwen2_5_vl)
+            load_head_kind<nn::rms_swiglu>(be, dir, ck, opt);
+        else
+            load_head_kind<nn::ln_gelu_tanh>(be, dir, ck, opt);
+    }
+
+    qwen_vision_config config_;
+    preprocess_config preprocess_;
+    tower_t tower_;
+    head_t head_;
+    heatmap::head_config head_config_;
+    bool head_trained_ = false;
+    std::string head_source_;
+};
+
+}  // namespace glimpse::models
