@@ -1,14 +1,15 @@
 #pragma once
 // glimpse::cpu — the fast CPU backend: Eigen for the math, OpenMP across rows,
 // heads and query tiles, and (when the build found one, GLIMPSE_HAVE_CBLAS) a
-// CBLAS sgemm for the large projection GEMMs, which measured ~15 % faster than
-// Eigen's own GEMM on the AVX-512 machines we target (docs/benchmarks.md).
+// CBLAS sgemm for the large projection GEMMs, which measured ~12 % faster than
+// Eigen's own GEMM on the AVX-512 machines we target (docs/benchmarks.md); with
+// OpenBLAS it runs single-threaded on one slab per OpenMP thread (openblas_serial).
 //
 // Storage dtypes of weights are honoured without keeping f32 copies: a bf16/f16
 // operand of gemm is widened one panel of `kPanel` rows at a time into a
 // per-call scratch, so memory stays at the bf16 size while the math is f32.
 //
-// Attention is a fused, flash-style kernel (detail::cpu_impl::attn_tile): a tile
+// Attention is a fused, flash-style kernel (detail::cpu_impl::attn_tiles): a tile
 // of kTileQ queries of one head walks its keys in blocks with an online softmax,
 // in its own SIMD micro-kernels rather than GEMM calls (a 64 x 80 x S product is
 // too thin for a BLAS to reach its rate, and the score tile must stay in L1).
@@ -317,7 +318,8 @@ GLIMPSE_CPU_INLINE float hsum(vfloat v) {
 // st[r, :] = sum_c k[r, c] qt[c, :] for M keys (their scores against the tile's queries), and
 // mx = max(mx, those scores), so the softmax needs no separate pass for its max.
 template <int M>
-GLIMPSE_CPU_INLINE void qk_rows(const float* k, std::int64_t d, const float* qt, float* st, vfloat* mx) {
+GLIMPSE_CPU_INLINE void qk_rows(const float* k, std::int64_t ldk, std::int64_t d, const float* qt, float* st,
+                                vfloat* mx) {
     vfloat acc[M][kQv];
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r)
@@ -329,7 +331,7 @@ GLIMPSE_CPU_INLINE void qk_rows(const float* k, std::int64_t d, const float* qt,
         for (int j = 0; j < kQv; ++j) q[j] = vload(qt + c * kTq + j * kLanes);
 #pragma GCC unroll 16
         for (int r = 0; r < M; ++r) {
-            const vfloat kb = vsplat(k[r * d + c]);
+            const vfloat kb = vsplat(k[r * ldk + c]);
 #pragma GCC unroll 4
             for (int j = 0; j < kQv; ++j) acc[r][j] = vfma(kb, q[j], acc[r][j]);
         }
@@ -391,30 +393,42 @@ struct attn_problem {
 // score / probability buffer and online-softmax state. One per sub-tile per thread.
 struct tile_state {
     std::vector<float> qt, ot, st, fac;
+    std::vector<float> mean;  // the head-mean map of the tile's queries so far, [keys, kTq]
     vfloat m[kQv], l[kQv];
     std::int64_t q0 = 0, q1 = 0;
-    tile_state(const attn_problem& p, std::int64_t max_keys, bool maps)
+    tile_state(const attn_problem& p, std::int64_t max_keys, bool maps, bool mean_map)
         : qt(static_cast<std::size_t>(p.d * kTq)), ot(static_cast<std::size_t>(p.dv * kTq)),
           st(static_cast<std::size_t>((maps ? std::max<std::int64_t>(max_keys, kBk) : kBk) * kTq)),
-          fac(maps ? static_cast<std::size_t>((max_keys + kBk - 1) / kBk * kTq) : 0) {}
+          fac(maps ? static_cast<std::size_t>((max_keys + kBk - 1) / kBk * kTq) : 0),
+          mean(mean_map ? static_cast<std::size_t>(max_keys * kTq) : 0) {}
 };
 
-// Starts queries [q0, q1) of a head whose queries qh [Sq, d] are packed row by row.
-inline void tile_begin(const attn_problem& p, const float* qh, std::int64_t q0, std::int64_t q1, tile_state& s) {
+// One head's queries, keys and values: rows of d (dv) floats, ld apart.
+struct head_rows {
+    const float* q;
+    std::int64_t ldq;
+    const float* k;
+    std::int64_t ldk;
+    const float* v;
+    std::int64_t ldv;
+};
+
+// Starts queries [q0, q1) of head rows hr.
+inline void tile_begin(const attn_problem& p, const head_rows& hr, std::int64_t q0, std::int64_t q1, tile_state& s) {
     s.q0 = q0;
     s.q1 = q1;
     // Q^T, pre-scaled; padding lanes stay 0 (their scores are harmless and never written out).
     if (q1 - q0 < kTq) std::fill(s.qt.begin(), s.qt.end(), 0.0f);
     for (std::int64_t i = 0; i < q1 - q0; ++i)
-        for (std::int64_t c = 0; c < p.d; ++c) s.qt[static_cast<std::size_t>(c * kTq + i)] = qh[(q0 + i) * p.d + c] * p.scale2;
+        for (std::int64_t c = 0; c < p.d; ++c) s.qt[static_cast<std::size_t>(c * kTq + i)] = hr.q[(q0 + i) * hr.ldq + c] * p.scale2;
     std::fill(s.ot.begin(), s.ot.end(), 0.0f);
     for (int j = 0; j < kQv; ++j) s.m[j] = vsplat(-INFINITY), s.l[j] = vfloat{};
 }
 
-// Adds keys [k0 + kb, k0 + kb + nb) (at most kBk); kr [nb, d] and vr [nb, dv] are their rows.
-// With `keep_probs` the block's probabilities stay in s.st at row kb (see tile_end).
-inline void tile_block(const attn_problem& p, const float* kr, const float* vr, std::int64_t k0, std::int64_t kb,
-                       std::int64_t nb, bool keep_probs, tile_state& s) {
+// Adds keys [k0 + kb, k0 + kb + nb) (at most kBk); kr and vr are their first rows (ldk, ldv
+// apart). With `keep_probs` the block's probabilities stay in s.st at row kb (see tile_end).
+inline void tile_block(const attn_problem& p, const float* kr, std::int64_t ldk, const float* vr, std::int64_t ldv,
+                       std::int64_t k0, std::int64_t kb, std::int64_t nb, bool keep_probs, tile_state& s) {
     const std::int64_t d = p.d, dv = p.dv, tq = s.q1 - s.q0;
     const vfloat ninf = vsplat(-INFINITY);
     float* st = keep_probs ? s.st.data() + kb * kTq : s.st.data();
@@ -422,8 +436,8 @@ inline void tile_block(const attn_problem& p, const float* kr, const float* vr, 
     vfloat mx[kQv];
     for (int j = 0; j < kQv; ++j) mx[j] = s.m[j];
     std::int64_t r = 0;
-    for (; r + kMr <= nb; r += kMr) qk_rows<kMr>(kr + r * d, d, s.qt.data(), st + r * kTq, mx);
-    with_rows(nb - r, [&]<int M>() { qk_rows<M>(kr + r * d, d, s.qt.data(), st + r * kTq, mx); });
+    for (; r + kMr <= nb; r += kMr) qk_rows<kMr>(kr + r * ldk, ldk, d, s.qt.data(), st + r * kTq, mx);
+    with_rows(nb - r, [&]<int M>() { qk_rows<M>(kr + r * ldk, ldk, d, s.qt.data(), st + r * kTq, mx); });
     if (p.mask) {
         constexpr float log2e = 1.4426950408889634f;
         for (std::int64_t i = 0; i < tq; ++i) {
@@ -461,8 +475,8 @@ inline void tile_block(const attn_problem& p, const float* kr, const float* vr, 
     if (keep_probs)
         for (int j = 0; j < kQv; ++j) vstore(s.fac.data() + kb / kBk * kTq + j * kLanes, ms[j]);
     std::int64_t c = 0;
-    for (; c + kMr <= dv; c += kMr) pv_cols<kMr>(st, nb, vr + c, dv, ot + c * kTq);
-    with_rows(dv - c, [&]<int M>() { pv_cols<M>(st, nb, vr + c, dv, ot + c * kTq); });
+    for (; c + kMr <= dv; c += kMr) pv_cols<kMr>(st, nb, vr + c, ldv, ot + c * kTq);
+    with_rows(dv - c, [&]<int M>() { pv_cols<M>(st, nb, vr + c, ldv, ot + c * kTq); });
 }
 
 // Writes the tile's output rows (head h). With `keep_probs` s.st holds the probabilities as
@@ -486,18 +500,19 @@ inline void tile_end(const attn_problem& p, std::int64_t h, std::int64_t nk, boo
         }
 }
 
-// Up to kSub tiles of one head against the same keys [k0, k1) (kh [Sk, d], vh [Sk, dv]
-// packed): each key block is used by all of them while it is in L1/L2, which halves the
-// traffic from L3 that two threads streaming K and V otherwise share.
+// Up to kSub tiles of one head against the same keys [k0, k1): each key block is used by all
+// of them while it is in L1/L2, which halves the traffic from L3 that two threads streaming
+// K and V otherwise share.
 inline constexpr int kSub = 2;
-inline void attn_tiles(const attn_problem& p, std::int64_t h, const float* qh, const float* kh, const float* vh,
+inline void attn_tiles(const attn_problem& p, std::int64_t h, const head_rows& hr,
                        const std::int64_t* q0, const std::int64_t* q1, const bool* keep_probs, int ns, std::int64_t k0,
                        std::int64_t k1, tile_state* s) {
-    for (int u = 0; u < ns; ++u) tile_begin(p, qh, q0[u], q1[u], s[u]);
+    for (int u = 0; u < ns; ++u) tile_begin(p, hr, q0[u], q1[u], s[u]);
     for (std::int64_t kb = 0; kb < k1 - k0; kb += kBk) {
         const std::int64_t nb = std::min(kBk, k1 - k0 - kb);
         for (int u = 0; u < ns; ++u)
-            tile_block(p, kh + (k0 + kb) * p.d, vh + (k0 + kb) * p.dv, k0, kb, nb, keep_probs[u], s[u]);
+            tile_block(p, hr.k + (k0 + kb) * hr.ldk, hr.ldk, hr.v + (k0 + kb) * hr.ldv, hr.ldv, k0, kb, nb, keep_probs[u],
+                       s[u]);
     }
     for (int u = 0; u < ns; ++u) tile_end(p, h, k1 - k0, keep_probs[u], s[u]);
 }
@@ -739,13 +754,17 @@ public:
         // row-contiguous per head. Read in place, every row of a head sits in a page of its own
         // (rows are H * d floats apart) and TLB misses, not FMAs, set the pace. A group is as
         // many heads as fit kPackBytes, so there are few barriers (a thread the OS preempts
-        // holds the others up at each).
+        // holds the others up at each). With a single run of tiles per head (a handful of
+        // queries, as in the dedup fast path) every key is read once anyway: no packing.
+        const bool pack = nr >= 2;
         const std::int64_t head_bytes = (d.sq * d.d + d.sk * (d.d + d.dv)) * static_cast<std::int64_t>(sizeof(float));
-        const std::int64_t G = std::clamp<std::int64_t>(ci::kPackBytes / std::max<std::int64_t>(head_bytes, 1), 1, d.h);
+        const std::int64_t G =
+            pack ? std::clamp<std::int64_t>(ci::kPackBytes / std::max<std::int64_t>(head_bytes, 1), 1, d.h) : d.h;
         // Not zero-filled: every element is written by the packing loop before it is read.
-        const auto qpack = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(G * d.sq * d.d));
-        const auto kpack = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(G * d.sk * d.d));
-        const auto vpack = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(G * d.sk * d.dv));
+        const std::size_t pack_rows = pack ? static_cast<std::size_t>(G) : 0;
+        const auto qpack = std::make_unique_for_overwrite<float[]>(pack_rows * static_cast<std::size_t>(d.sq * d.d));
+        const auto kpack = std::make_unique_for_overwrite<float[]>(pack_rows * static_cast<std::size_t>(d.sk * d.d));
+        const auto vpack = std::make_unique_for_overwrite<float[]>(pack_rows * static_cast<std::size_t>(d.sk * d.dv));
         // The head-mean map adds every head into the same rows: then an item is a tile with
         // all the group's heads, else a (head, tile) pair, head-major.
         const bool by_tile = !maps.mean.empty();
@@ -756,9 +775,9 @@ public:
             tid = omp_get_thread_num();
 #endif
             std::vector<ci::tile_state> state;
-            for (int u = 0; u < ci::kSub; ++u) state.emplace_back(p, max_keys, any_maps);
+            for (int u = 0; u < ci::kSub; ++u) state.emplace_back(p, max_keys, any_maps, by_tile);
             for (std::int64_t h0 = 0; h0 < d.h; h0 += G) {
-                const std::int64_t g = std::min(G, d.h - h0), rows = std::max(d.sq, d.sk);
+                const std::int64_t g = std::min(G, d.h - h0), rows = pack ? std::max(d.sq, d.sk) : 0;
 #pragma omp for schedule(dynamic, 64)
                 for (std::int64_t j = 0; j < rows; ++j)
                     for (std::int64_t u = 0; u < g; ++u) {
@@ -789,8 +808,11 @@ public:
                     const std::int64_t k0 = tiles[first].k0, k1 = tiles[first].k1;
                     for (std::int64_t u = u0; u < u1; ++u) {
                         const std::int64_t h = h0 + u;
-                        ci::attn_tiles(p, h, qpack.get() + u * d.sq * d.d, kpack.get() + u * d.sk * d.d,
-                                       vpack.get() + u * d.sk * d.dv, q0, q1, keep, ns, k0, k1, state.data());
+                        const ci::head_rows hr =
+                            pack ? ci::head_rows{qpack.get() + u * d.sq * d.d, d.d, kpack.get() + u * d.sk * d.d, d.d,
+                                                 vpack.get() + u * d.sk * d.dv, d.dv}
+                                 : ci::head_rows{p.q + h * p.q_hs, p.q_ld, p.k + h * p.k_hs, p.k_ld, p.v + h * p.v_hs, p.v_ld};
+                        ci::attn_tiles(p, h, hr, q0, q1, keep, ns, k0, k1, state.data());
                         for (int v = 0; v < ns; ++v)
                             if (keep[v])
                                 add_maps(state[static_cast<std::size_t>(v)], maps, QW, R, h, q0[v], q1[v] - q0[v], k0,
@@ -799,6 +821,9 @@ public:
                                              ? pooled_partial.data() + tid * R * d.h * d.sk
                                              : nullptr);
                     }
+                    if (by_tile)
+                        for (int v = 0; v < ns; ++v)
+                            flush_mean(state[static_cast<std::size_t>(v)], maps.mean, q0[v], q1[v] - q0[v], k0, k1 - k0, d.sk);
                 }
             }
         }
@@ -811,10 +836,26 @@ public:
     }
 
 private:
+    // Adds a tile's head-mean accumulator (tile_state::mean, [nk, kTq]) into its rows of the
+    // [Sq, Sk] mean map, and clears it for the next item.
+    static void flush_mean(detail::cpu_impl::tile_state& s, const view& mean, std::int64_t q0, std::int64_t tq,
+                           std::int64_t k0, std::int64_t nk, std::int64_t sk) {
+        constexpr std::int64_t T = detail::cpu_impl::kTq;
+        for (std::int64_t kb = 0; kb < nk; kb += detail::cpu_impl::kBk) {
+            const std::int64_t nb = std::min(detail::cpu_impl::kBk, nk - kb);
+            const float* acc = s.mean.data() + kb * T;
+            for (std::int64_t i = 0; i < tq; ++i) {
+                float* dst = mean.ptr<float>() + (q0 + i) * sk + k0 + kb;
+                for (std::int64_t j = 0; j < nb; ++j) dst[j] += acc[j * T + i];
+            }
+        }
+        std::fill_n(s.mean.begin(), nk * T, 0.0f);
+    }
+
     // The maps of one (tile, head) from its probabilities (tile_end's s.st, s.fac), a block of
     // kBk keys at a time so the block stays in L1 while the map rows are written. `pooled` is
     // this thread's [R, H, Sk] partial sum, or null when the tile has no pooling weight.
-    static void add_maps(const detail::cpu_impl::tile_state& s, const attention_maps& maps, const cview& QW,
+    static void add_maps(detail::cpu_impl::tile_state& s, const attention_maps& maps, const cview& QW,
                          std::int64_t R, std::int64_t h, std::int64_t q0, std::int64_t tq, std::int64_t k0,
                          std::int64_t nk, std::int64_t sq, std::int64_t sk, std::int64_t H, float inv_h,
                          float* pooled) {
@@ -829,12 +870,18 @@ private:
                     float* dst = maps.per_head.ptr<float>() + (h * sq + q0 + i) * sk + k0 + kb;
                     for (std::int64_t j = 0; j < nb; ++j) dst[j] = P[j * T + i] * F[i];
                 }
-            if (!maps.mean.empty())
-                for (std::int64_t i = 0; i < tq; ++i) {
-                    float* dst = maps.mean.ptr<float>() + (q0 + i) * sk + k0 + kb;
-                    const float f = F[i] * inv_h;
-                    for (std::int64_t j = 0; j < nb; ++j) dst[j] += P[j * T + i] * f;
-                }
+            if (!maps.mean.empty()) {
+                // Summed over the item's heads in the tile's own (key-major) layout, lane-wise;
+                // flush_mean transposes once per item, not once per head.
+                ci::vfloat f[ci::kQv];
+                for (int u = 0; u < ci::kQv; ++u) f[u] = ci::vload(F + u * ci::kLanes) * inv_h;
+                float* acc = s.mean.data() + kb * T;
+                for (std::int64_t j = 0; j < nb; ++j)
+                    for (int u = 0; u < ci::kQv; ++u) {
+                        float* a = acc + j * T + u * ci::kLanes;
+                        ci::vstore(a, ci::vfma(ci::vload(P + j * T + u * ci::kLanes), f[u], ci::vload(a)));
+                    }
+            }
             for (std::int64_t r = 0; r < R && pooled; ++r) {
                 // The query weights times the block factors: then one dot product per key.
                 alignas(64) float w[T] = {};
