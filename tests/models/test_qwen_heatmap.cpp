@@ -208,6 +208,22 @@ void check_head_loading(const std::string& dir, bool into_model_file) {
     GLIMPSE_REQUIRE_CLOSE(r_trained.attention->mean.cv(), r_seeded.attention->mean.cv(), 1e-6);
     CHECK(test::compare(r_other.features.merged.cv(), r_seeded.features.merged.cv()).rel() > 1e-4);
 
+    // A head-only directory (glimpse-train's output) beside the plain model wins over the
+    // model directory's own head; one without the file is an error naming it.
+    if (!into_model_file) {
+        const auto from_dir = models::qwen_encoder<cpu>::load(be, dir, {.head_dir = tmp.path});
+        CHECK(from_dir.head_trained());
+        const auto r_dir = from_dir.encode_box(be, px, b, im.width, im.height);
+        GLIMPSE_REQUIRE_CLOSE(r_dir.attention->mean.cv(), r_seeded.attention->mean.cv(), 1e-6);
+        temp_dir empty("head-empty");
+        try {
+            (void)models::qwen_encoder<cpu>::load(be, dir, {.head_dir = empty.path});
+            FAIL("an empty head directory loaded");
+        } catch (const glimpse::error& e) {
+            CHECK(std::string(e.what()).find("heatmap_head.safetensors") != std::string::npos);
+        }
+    }
+
     // A half-written head is an error naming the missing tensor, not a silent seeded one.
     if (!into_model_file) {
         tensors.pop_back();

@@ -68,6 +68,10 @@ struct qwen_head_options {
     std::uint64_t seed = 0;                  // init seed when the checkpoint has no heatmap_head.*
     std::string prefix = "heatmap_head";     // parameter prefix in the checkpoint
     bool load_trained = true;                // false: always seeded init (ignore heatmap_head.*)
+    // A head-only directory (what glimpse-train writes): its <prefix>.safetensors
+    // is the head, and it must be there; the model directory's own heatmap_head.*
+    // are then ignored. Empty: look in the model directory.
+    std::filesystem::path head_dir;
 };
 
 // The head's attention in RASTER order over the grid_h x grid_w pre-merge grid:
@@ -305,7 +309,16 @@ private:
         const std::string probe = opt.prefix + ".attn.q_proj.weight";
         const auto own = dir / (opt.prefix + ".safetensors");
         std::error_code ec;
-        if (opt.load_trained && ck.contains(probe)) {
+        if (!opt.head_dir.empty()) {
+            const auto file = opt.head_dir / (opt.prefix + ".safetensors");
+            glimpse::detail::check(std::filesystem::is_regular_file(file, ec), "head directory '",
+                                   opt.head_dir.string(), "': no ", opt.prefix, ".safetensors in it");
+            const safetensors_file f(file);
+            glimpse::detail::check(f.contains(probe), "head file '", file.string(), "': no tensor '", probe, "'");
+            h.add_loaded(be, f, bind, head_config_, 0, 1);
+            head_trained_ = true;
+            head_source_ = opt.prefix + ".* from " + file.string();
+        } else if (opt.load_trained && ck.contains(probe)) {
             h.add_loaded(be, ck, bind, head_config_, 0, 1);
             head_trained_ = true;
             head_source_ = opt.prefix + ".* from " + ck.find(probe).first->path().string();
