@@ -3,6 +3,7 @@
 // in the tower's token order, the head's maps come back in raster order,
 // heatmap_head.* is loaded when present, and the CLI fails cleanly.
 
+#include <limits>
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -146,6 +147,41 @@ void check_box_lands_on_patches(const std::string& dir, const std::string& image
 }
 
 }  // namespace
+
+namespace {
+
+// encode_site + attend (the tower once, the head per heatmap) gives encode()'s maps.
+void check_site_reuse(const std::string& dir) {
+    cpu be;
+    const auto enc = models::qwen_encoder<cpu>::load(be, dir, {.seed = 7});
+    const image_u8 im = load_image(kWide);
+    const auto px = enc.preprocess(im);
+    const auto f = enc.encode_site(be, px);
+    const std::int64_t S = f.grid[1] * f.grid[2];
+    REQUIRE(f.x.shape() == shape{S, enc.config().hidden_size});
+    for (const heatmap::box b : {heatmap::box{20, 10, 90, 50}, heatmap::box{0, 0, 30, 30}}) {
+        const tensor h = models::box_to_heatmap(b, im.width, im.height, f.grid);
+        const auto full = enc.encode(be, px, h.cv());
+        cpu::tensor delta;
+        const auto a = enc.attend(be, f, h.cv(), {}, &delta);
+        GLIMPSE_REQUIRE_CLOSE(a.mean.cv(), full.attention->mean.cv(), 1e-6);
+        GLIMPSE_REQUIRE_CLOSE(a.per_head.cv(), full.attention->per_head.cv(), 1e-6);
+        CHECK(a.mass_in_box == Approx(full.attention->mass_in_box).margin(1e-6));
+        CHECK(delta.shape() == shape{S, enc.config().hidden_size});
+    }
+    tensor bad(shape{S});
+    bad.ptr<float>()[3] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH(enc.attend(be, f, bad.cv()), Catch::Contains("not finite"));
+    CHECK_THROWS_WITH(enc.attend(be, f, tensor(shape{S}).cv()), Catch::Contains("no query patch"));
+    CHECK_THROWS_WITH(enc.attend(be, f, tensor(shape{S + 1}).cv()), Catch::Contains("values for"));
+}
+
+}  // namespace
+
+TEST_CASE("qwen encoder: site features computed once serve several heatmaps", "[models][heatmap]") {
+    SECTION("qwen2.5-vl") { check_site_reuse(kQ25); }
+    SECTION("qwen3-vl") { check_site_reuse(kQ3); }
+}
 
 TEST_CASE("qwen encoder: a box in pixels lands on exactly its patches (qwen2.5-vl, non-square)", "[models][heatmap]") {
     check_box_lands_on_patches(kQ25, kWide);

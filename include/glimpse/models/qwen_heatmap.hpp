@@ -153,6 +153,40 @@ inline raster_attention maps_to_raster(const cview& pooled, const heatmap::token
     return out;
 }
 
+// The tower's features at the head's site (before the merger), computed once:
+// what glimpse-train caches per image (the encoder is frozen) and what the
+// comparison reuses for several heatmaps. Rows are in the site's token order
+// (`order`: token t holds raster patch order.raster_of_token[t]); cos/sin are
+// the head's RoPE tables for those tokens ([S, D / H]).
+template <Backend B>
+struct site_features {
+    grid_thw_t grid{};
+    heatmap::token_order order;
+    typename B::tensor x;         // [S, D] f32, before the head
+    typename B::tensor cos, sin;  // [S, D / H]
+};
+
+namespace detail {
+
+// An integration policy that applies nothing: it copies what the site sees.
+template <Backend B>
+struct capture_site {
+    site_features<B>* out;
+    bool applies_at(const heatmap::site& s) const { return s == heatmap::site::before_merger(); }
+    void apply(B& be, const heatmap::site&, const view& x, const heatmap::integration_context<B>& ctx) const {
+        const auto keep = [&](const cview& from) {
+            auto t = be.alloc(from.shape(), dtype::f32);
+            be.copy(from, t.v());
+            return t;
+        };
+        out->x = keep(cview(x));
+        out->cos = keep(ctx.cos);
+        out->sin = keep(ctx.sin);
+    }
+};
+
+}  // namespace detail
+
 template <Backend B>
 class qwen_encoder {
 public:
@@ -218,27 +252,12 @@ public:
                             std::span<const std::uint8_t> query_mask = {}) const {
         const grid_thw_t grid = single_grid(px);
         const std::int64_t S = grid[1] * grid[2];
-        glimpse::detail::check(raster_heatmap.numel() == S, "qwen_encoder::encode: heatmap has ",
-                               raster_heatmap.numel(), " values for the ", grid[1], "x", grid[2], " patch grid");
-        glimpse::detail::check(static_cast<std::int64_t>(query_mask.size()) == S || query_mask.empty(),
-                               "qwen_encoder::encode: query mask has ", query_mask.size(), " values for ", S,
-                               " patches");
+        raster_query q = raster_queries(raster_heatmap, query_mask, S, "qwen_encoder::encode");
         qwen_encoding<B> out;
         out.grid = grid;
-        out.heatmap = tensor(shape{S});
-        float* hv = out.heatmap.template ptr<float>();
-        glimpse::detail::for_each_offset(raster_heatmap, [&](std::int64_t i, std::int64_t o) {
-            hv[i] = load_f32(raster_heatmap.data(), raster_heatmap.type(), o);
-        });
-        std::vector<std::uint8_t> in_box(static_cast<std::size_t>(S));
-        std::int64_t count = 0;
-        for (std::int64_t r = 0; r < S; ++r) {
-            const bool in = query_mask.empty() ? hv[r] != 0.0f
-                                               : query_mask[static_cast<std::size_t>(r)] != 0;
-            in_box[static_cast<std::size_t>(r)] = in ? 1 : 0;
-            count += in ? 1 : 0;
-        }
-        glimpse::detail::check(count > 0, "qwen_encoder::encode: no query patch (the heatmap is all zero)");
+        out.heatmap = std::move(q.heat);
+        const std::vector<std::uint8_t>& in_box = q.in_box;
+        const std::int64_t count = q.count;
 
         // Query weights in the token order at the head's site.
         const std::span<const grid_thw_t> grids(&out.grid, 1);
@@ -263,6 +282,48 @@ public:
         return out;
     }
 
+    // The features at the head's site, before the head (see site_features).
+    site_features<B> encode_site(B& be, const pixel_batch& px) const {
+        site_features<B> f;
+        f.grid = single_grid(px);
+        f.order = site_order(config_, std::span<const grid_thw_t>(&f.grid, 1));
+        (void)encode_with(be, px, detail::capture_site<B>{&f});
+        glimpse::detail::check(f.x.shape().rank() == 2 && f.x.shape()[0] == f.grid[1] * f.grid[2],
+                               "qwen_encoder::encode_site: the tower did not reach the head's site");
+        return f;
+    }
+
+    // The head on cached site features: the attention of encode(be, px,
+    // raster_heatmap, query_mask) without running the tower again. `delta_out`
+    // (optional) receives the head's delta [S, D] in the site's token order.
+    raster_attention attend(B& be, const site_features<B>& f, const cview& raster_heatmap,
+                            std::span<const std::uint8_t> query_mask = {}, tensor_t* delta_out = nullptr) const {
+        const std::int64_t S = f.grid[1] * f.grid[2];
+        const raster_query q = raster_queries(raster_heatmap, query_mask, S, "qwen_encoder::attend");
+        tensor site_heat(shape{S});
+        tensor qw(shape{1, S});
+        for (std::int64_t t = 0; t < S; ++t) {
+            const auto r = static_cast<std::size_t>(f.order.raster_of_token[static_cast<std::size_t>(t)]);
+            site_heat.template ptr<float>()[t] = q.heat.template ptr<float>()[r];
+            qw.template ptr<float>()[t] = q.in_box[r] ? 1.0f / static_cast<float>(q.count) : 0.0f;
+        }
+        const tensor_t heat_dev = be.upload(site_heat.cv());
+        const tensor_t qw_dev = be.upload(qw.cv());
+        heatmap::head_maps<B> maps;
+        heatmap::maps_request req;
+        req.query_weights = qw_dev.cv();
+        std::visit(
+            [&](const auto& h) {
+                const auto& e = h.entries()[0];
+                auto d = e.head.delta(be, heatmap::head_inputs{f.x.cv(), heat_dev.cv(), f.cos.cv(), f.sin.cv()}, req,
+                                      &maps);
+                if (delta_out) *delta_out = std::move(d);
+            },
+            head_);
+        const tensor pooled = be.download(maps.pooled.cv()).to(dtype::f32);
+        return maps_to_raster(pooled.cv(), f.order, f.grid[1], f.grid[2], q.in_box);
+    }
+
     // A box in pixels of the ORIGINAL image (image_w x image_h, before resizing):
     // heatmap = per-patch coverage of the box; queries = the patches it touches.
     qwen_encoding<B> encode_box(B& be, const pixel_batch& px, const heatmap::box& b, double image_w,
@@ -272,6 +333,36 @@ public:
     }
 
 private:
+    // A raster heatmap as f32 and its query set (raster indicator, count).
+    struct raster_query {
+        tensor heat;
+        std::vector<std::uint8_t> in_box;
+        std::int64_t count = 0;
+    };
+    static raster_query raster_queries(const cview& raster_heatmap, std::span<const std::uint8_t> query_mask,
+                                       std::int64_t S, const char* who) {
+        glimpse::detail::check(raster_heatmap.numel() == S, who, ": heatmap has ", raster_heatmap.numel(),
+                               " values for ", S, " patches");
+        glimpse::detail::check(static_cast<std::int64_t>(query_mask.size()) == S || query_mask.empty(), who,
+                               ": query mask has ", query_mask.size(), " values for ", S, " patches");
+        raster_query q;
+        q.heat = tensor(shape{S});
+        float* hv = q.heat.template ptr<float>();
+        glimpse::detail::for_each_offset(raster_heatmap, [&](std::int64_t i, std::int64_t o) {
+            hv[i] = load_f32(raster_heatmap.data(), raster_heatmap.type(), o);
+        });
+        for (std::int64_t r = 0; r < S; ++r)
+            glimpse::detail::check(std::isfinite(hv[r]), who, ": heatmap value ", r, " is not finite (", hv[r], ")");
+        q.in_box.resize(static_cast<std::size_t>(S));
+        for (std::int64_t r = 0; r < S; ++r) {
+            const bool in = query_mask.empty() ? hv[r] != 0.0f : query_mask[static_cast<std::size_t>(r)] != 0;
+            q.in_box[static_cast<std::size_t>(r)] = in ? 1 : 0;
+            q.count += in ? 1 : 0;
+        }
+        glimpse::detail::check(q.count > 0, who, ": no query patch (the heatmap is all zero)");
+        return q;
+    }
+
     static grid_thw_t single_grid(const pixel_batch& px) {
         glimpse::detail::check(px.grid_thw.size() == 1 && px.grid_thw[0][0] == 1,
                                "qwen_encoder: one image per call (got ", px.grid_thw.size(), " grids)");
