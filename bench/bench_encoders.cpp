@@ -60,6 +60,8 @@
 #include <glimpse/models/qwen2_5_vl.hpp>
 #include <glimpse/models/qwen3_vl.hpp>
 
+#include "bench_util.hpp"
+
 namespace {
 
 using glimpse::cpu;
@@ -67,137 +69,8 @@ using glimpse::dtype;
 using glimpse::shape;
 using glimpse::models::grid_thw_t;
 using glimpse::models::qwen_family;
-using clk = std::chrono::steady_clock;
+using namespace glimpse::bench;  // NOLINT: a benchmark program, not a header
 namespace fs = std::filesystem;
-
-double g_peak_gflops = 0.0;  // Eigen SGEMM 2048^3, set by the first row
-
-// ---- the machine while a row runs --------------------------------------------------------
-double status_mib(const char* key) {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    const std::string k = std::string(key) + ":";
-    while (std::getline(f, line))
-        if (line.rfind(k, 0) == 0) return std::stod(line.substr(k.size())) / 1024.0;  // kB
-    return NAN;
-}
-
-double maxrss_mib() {
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
-
-bool reset_peak_rss() {
-    std::ofstream f("/proc/self/clear_refs");
-    if (!f) return false;
-    f << "5";
-    f.flush();
-    return static_cast<bool>(f);
-}
-
-double loadavg1() {
-    std::ifstream f("/proc/loadavg");
-    double l = NAN;
-    f >> l;
-    return l;
-}
-
-struct cpu_sample {
-    double busy_s = 0, own_s = 0;
-    clk::time_point t;
-    static cpu_sample now() {
-        cpu_sample s;
-        s.t = clk::now();
-        std::ifstream f("/proc/stat");
-        std::string c;
-        long long v[8] = {};
-        f >> c;
-        for (auto& x : v) f >> x;
-        s.busy_s = static_cast<double>(v[0] + v[1] + v[2] + v[5] + v[6]) / static_cast<double>(sysconf(_SC_CLK_TCK));
-        rusage ru{};
-        getrusage(RUSAGE_SELF, &ru);
-        s.own_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                  1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-        return s;
-    }
-    static double others(const cpu_sample& a, const cpu_sample& b) {
-        const double wall = std::chrono::duration<double>(b.t - a.t).count();
-        return std::max(0.0, ((b.busy_s - a.busy_s) - (b.own_s - a.own_s)) / wall);
-    }
-};
-
-double seconds_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
-
-int env_int(const char* name, int dflt) {
-    const char* v = std::getenv(name);
-    return v && *v ? std::atoi(v) : dflt;
-}
-
-// ---- GEMM peak rows -------------------------------------------------------------------------
-constexpr std::int64_t kN = 2048;
-constexpr double kGemmFlop = 2.0 * kN * kN * kN;
-
-void bm_eigen_sgemm(benchmark::State& st) {
-    const Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, kN), B = Eigen::MatrixXf::Random(kN, kN);
-    Eigen::MatrixXf C(kN, kN);
-    C.noalias() = A * B;  // warm-up
-    const auto c0 = cpu_sample::now();
-    std::vector<double> t;
-    for (auto _ : st) {
-        const auto t0 = clk::now();
-        C.noalias() = A * B;
-        t.push_back(seconds_since(t0));
-        st.SetIterationTime(t.back());
-    }
-    benchmark::DoNotOptimize(C.data());
-    std::sort(t.begin(), t.end());
-    g_peak_gflops = kGemmFlop / t[t.size() / 2] * 1e-9;  // median
-    st.counters["GFLOP/s"] = g_peak_gflops;
-    st.counters["others"] = cpu_sample::others(c0, cpu_sample::now());
-    st.counters["load1"] = loadavg1();
-}
-
-void ensure_peak() {
-    if (g_peak_gflops > 0) return;
-    const Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, kN), B = Eigen::MatrixXf::Random(kN, kN);
-    Eigen::MatrixXf C(kN, kN);
-    C.noalias() = A * B;
-    std::vector<double> t;
-    for (int r = 0; r < 5; ++r) {
-        const auto t0 = clk::now();
-        C.noalias() = A * B;
-        t.push_back(seconds_since(t0));
-    }
-    std::sort(t.begin(), t.end());
-    g_peak_gflops = kGemmFlop / t[t.size() / 2] * 1e-9;
-    std::fprintf(stderr, "(Eigen SGEMM 2048^3 peak measured off the table: %.1f GFLOP/s)\n", g_peak_gflops);
-}
-
-void bm_cpu_gemm(benchmark::State& st) {
-    cpu be;
-    glimpse::rng g(2);
-    glimpse::tensor a(shape{kN, kN}), b(shape{kN, kN}), c(shape{kN, kN});
-    for (std::int64_t i = 0; i < kN * kN; ++i) {
-        a.ptr<float>()[i] = static_cast<float>(g.uniform(-1, 1));
-        b.ptr<float>()[i] = static_cast<float>(g.uniform(-1, 1));
-    }
-    auto run = [&] { be.gemm(a.cv(), b.cv(), c.v(), glimpse::gemm_args{}, glimpse::cview{}); };
-    run();
-    const auto c0 = cpu_sample::now();
-    std::vector<double> t;
-    for (auto _ : st) {
-        const auto t0 = clk::now();
-        run();
-        t.push_back(seconds_since(t0));
-        st.SetIterationTime(t.back());
-    }
-    benchmark::DoNotOptimize(c.data());
-    std::sort(t.begin(), t.end());
-    st.counters["GFLOP/s"] = kGemmFlop / t[t.size() / 2] * 1e-9;
-    if (g_peak_gflops > 0) st.counters["x_peak"] = kGemmFlop / t[t.size() / 2] * 1e-9 / g_peak_gflops;
-    st.counters["others"] = cpu_sample::others(c0, cpu_sample::now());
-}
 
 // ---- full-size random checkpoints -----------------------------------------------------------
 struct family_spec {
@@ -583,7 +456,7 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side) 
         benchmark::DoNotOptimize(out.merged.data());
     }
     const double others = cpu_sample::others(c0, cpu_sample::now());
-    const double peak = hwm_ok ? status_mib("VmHWM") : maxrss_mib();
+    const double peak = peak_rss_mib(hwm_ok);
     std::sort(t.begin(), t.end());
     const double sec = t[t.size() / 2];
     const double gflops = flop / sec * 1e-9;
@@ -633,14 +506,7 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side) 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     using benchmark::RegisterBenchmark;
-    RegisterBenchmark("peak/eigen_sgemm_2048", bm_eigen_sgemm)
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond)
-        ->Iterations(env_int("GLIMPSE_PEAK_ITERS", 7));
-    RegisterBenchmark("peak/cpu_gemm_2048", bm_cpu_gemm)
-        ->UseManualTime()
-        ->Unit(benchmark::kMillisecond)
-        ->Iterations(env_int("GLIMPSE_PEAK_ITERS", 7));
+    register_peak_rows(env_int("GLIMPSE_PEAK_ITERS", 7));
     for (const family_spec* fam : {&kQwen25, &kQwen3})
         for (std::int64_t side : {448, 1024}) {
             const std::string name = std::string("encode/") + fam->dir + "/" + std::to_string(side);

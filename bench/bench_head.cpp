@@ -43,159 +43,16 @@
 #include <glimpse/backend/cpu.hpp>
 #include <glimpse/heatmap/attention_head.hpp>
 
+#include "bench_util.hpp"
+
 namespace {
 
 using glimpse::cpu;
 using glimpse::heatmap::head_path;
-using clk = std::chrono::steady_clock;
+using namespace glimpse::bench;  // NOLINT: a benchmark program, not a header
 
 constexpr std::int64_t kDim = 1280, kHeads = 16;
 constexpr float kQScale = 8.0f;  // as the peer: a sharp softmax, so the paths' agreement means something
-
-double g_peak_gflops = 0.0;  // Eigen SGEMM 2048^3, set by the first row
-
-// ---- the machine while a row runs --------------------------------------------------------
-double status_mib(const char* key) {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    const std::string k = std::string(key) + ":";
-    while (std::getline(f, line))
-        if (line.rfind(k, 0) == 0) return std::stod(line.substr(k.size())) / 1024.0;  // kB
-    return NAN;
-}
-
-double maxrss_mib() {
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return static_cast<double>(ru.ru_maxrss) / 1024.0;
-}
-
-// Resets VmHWM to the current RSS (Linux >= 4.0), so a later VmHWM is this row's own peak.
-bool reset_peak_rss() {
-    std::ofstream f("/proc/self/clear_refs");
-    if (!f) return false;
-    f << "5";
-    f.flush();
-    return static_cast<bool>(f);
-}
-
-struct cpu_sample {
-    double busy_s = 0, own_s = 0;
-    clk::time_point t;
-    static cpu_sample now() {
-        cpu_sample s;
-        s.t = clk::now();
-        std::ifstream f("/proc/stat");
-        std::string cpu;
-        long long v[8] = {};
-        f >> cpu;
-        for (auto& x : v) f >> x;
-        // user nice system (idle iowait) irq softirq
-        s.busy_s = static_cast<double>(v[0] + v[1] + v[2] + v[5] + v[6]) / static_cast<double>(sysconf(_SC_CLK_TCK));
-        rusage ru{};
-        getrusage(RUSAGE_SELF, &ru);
-        s.own_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                  1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-        return s;
-    }
-};
-
-// Records the counters every row shares. `seconds` are the timed calls' wall times.
-struct row_meter {
-    bool hwm_ok = reset_peak_rss();
-    double rss0 = status_mib("VmRSS");
-    cpu_sample c0 = cpu_sample::now();
-    std::vector<double> seconds;
-
-    template <class F>
-    void time(F&& f) {
-        const auto t0 = clk::now();
-        f();
-        seconds.push_back(std::chrono::duration<double>(clk::now() - t0).count());
-    }
-    double mean_s() const {
-        double s = 0;
-        for (double x : seconds) s += x;
-        return seconds.empty() ? NAN : s / static_cast<double>(seconds.size());
-    }
-    void finish(benchmark::State& st, double flop) const {
-        const cpu_sample c1 = cpu_sample::now();
-        const double wall = std::chrono::duration<double>(c1.t - c0.t).count();
-        const double gflops = flop / mean_s() * 1e-9;
-        st.counters["GFLOP/s"] = gflops;
-        if (g_peak_gflops > 0) st.counters["x_peak"] = gflops / g_peak_gflops;
-        const double peak = hwm_ok ? status_mib("VmHWM") : maxrss_mib();
-        st.counters["peak_MiB"] = peak;
-        st.counters["dRSS_MiB"] = peak - rss0;
-        st.counters["others"] = std::max(0.0, ((c1.busy_s - c0.busy_s) - (c1.own_s - c0.own_s)) / wall);
-    }
-};
-
-// ---- GEMM peak rows -------------------------------------------------------------------------
-constexpr std::int64_t kN = 2048;
-constexpr double kGemmFlop = 2.0 * kN * kN * kN;
-
-void bm_eigen_sgemm(benchmark::State& st) {
-    const Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, kN), B = Eigen::MatrixXf::Random(kN, kN);
-    Eigen::MatrixXf C(kN, kN);
-    C.noalias() = A * B;  // warm-up, faults the pages in
-    row_meter m;
-    for (auto _ : st) m.time([&] { C.noalias() = A * B; });
-    benchmark::DoNotOptimize(C.data());
-    g_peak_gflops = kGemmFlop / m.mean_s() * 1e-9;
-    m.finish(st, kGemmFlop);
-}
-
-// The head rows' ratio needs the peak: measured here when the filter skipped its row.
-void ensure_peak() {
-    if (g_peak_gflops > 0) return;
-    const Eigen::MatrixXf A = Eigen::MatrixXf::Random(kN, kN), B = Eigen::MatrixXf::Random(kN, kN);
-    Eigen::MatrixXf C(kN, kN);
-    C.noalias() = A * B;
-    std::vector<double> t;
-    for (int r = 0; r < 5; ++r) {
-        const auto t0 = clk::now();
-        C.noalias() = A * B;
-        t.push_back(std::chrono::duration<double>(clk::now() - t0).count());
-    }
-    std::sort(t.begin(), t.end());
-    g_peak_gflops = kGemmFlop / t[t.size() / 2] * 1e-9;
-    std::fprintf(stderr, "(Eigen SGEMM 2048^3 peak measured off the table: %.1f GFLOP/s)\n", g_peak_gflops);
-}
-
-#if defined(GLIMPSE_HAVE_CBLAS)
-void bm_cblas_sgemm(benchmark::State& st) {
-    glimpse::rng g(1);
-    std::vector<float> a(kN * kN), b(kN * kN), c(kN * kN);
-    for (auto& x : a) x = static_cast<float>(g.uniform(-1, 1));
-    for (auto& x : b) x = static_cast<float>(g.uniform(-1, 1));
-    auto run = [&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kN, kN, kN, 1.0f, a.data(), kN, b.data(), kN, 0.0f,
-                    c.data(), kN);
-    };
-    run();
-    row_meter m;
-    for (auto _ : st) m.time(run);
-    benchmark::DoNotOptimize(c.data());
-    m.finish(st, kGemmFlop);
-}
-#endif
-
-void bm_cpu_gemm(benchmark::State& st) {
-    cpu be;
-    glimpse::rng g(2);
-    glimpse::tensor a(glimpse::shape{kN, kN}), b(glimpse::shape{kN, kN}), c(glimpse::shape{kN, kN});
-    for (std::int64_t i = 0; i < kN * kN; ++i) {
-        a.ptr<float>()[i] = static_cast<float>(g.uniform(-1, 1));
-        b.ptr<float>()[i] = static_cast<float>(g.uniform(-1, 1));
-    }
-    auto run = [&] { be.gemm(a.cv(), b.cv(), c.v(), glimpse::gemm_args{}, glimpse::cview{}); };
-    run();
-    row_meter m;
-    for (auto _ : st) m.time(run);
-    benchmark::DoNotOptimize(c.data());
-    m.finish(st, kGemmFlop);
-}
 
 // ---- the head -------------------------------------------------------------------------------
 // One workload per S, built once (X at S = 16384 is 80 MiB and takes a while to draw).
@@ -284,11 +141,7 @@ void bm_head(benchmark::State& st, std::int64_t S, variant v) {
 
 void register_all() {
     using benchmark::RegisterBenchmark;
-    RegisterBenchmark("peak/eigen_sgemm_2048", bm_eigen_sgemm)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(10);
-#if defined(GLIMPSE_HAVE_CBLAS)
-    RegisterBenchmark("peak/cblas_sgemm_2048", bm_cblas_sgemm)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(10);
-#endif
-    RegisterBenchmark("peak/cpu_gemm_2048", bm_cpu_gemm)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(10);
+    register_peak_rows(10);
     for (std::int64_t S : {1024, 4096, 16384}) {
         for (variant v : {variant::generic, variant::generic_pooled, variant::generic_mean, variant::dedup, variant::folded}) {
             if (v == variant::generic_mean && S > 4096) continue;  // [S, S] = 1 GiB at 16384: not what a visualiser asks for
