@@ -144,6 +144,31 @@ inline attention_dims check_attention(const cview& q, const cview& k, const cvie
     return d;
 }
 
+// ---- backward ops (TrainingBackend) ----
+
+// p, dp and dx have the same [.., N] shape (rows = the last axis), dx f32 with unit inner stride.
+inline void check_softmax_backward(const cview& p, const cview& dp, const cview& dx) {
+    check_same(p, dx, "softmax_rows_backward");
+    check(dp.shape() == p.shape(), "softmax_rows_backward: dp ", dp.shape().str(), " vs p ", p.shape().str());
+    check(dx.stride(-1) == 1, "softmax_rows_backward: dx ", dx.shape().str(), " needs unit inner stride");
+}
+
+inline void check_activate_backward(const cview& x, const cview& dy, const cview& dx) {
+    check_same(x, dx, "activate_backward");
+    check(dy.shape() == x.shape(), "activate_backward: dy ", dy.shape().str(), " vs x ", x.shape().str());
+}
+
+// x, dy, dx: [.., D]; weight [D]; dw empty or f32 [D].
+inline void check_norm_backward(const cview& x, const cview& w, const cview& dy, const cview& dx, const cview& dw,
+                                std::string_view op) {
+    check_norm(x, w, cview{}, dx, op);
+    check(dy.shape() == x.shape(), op, ": dy ", dy.shape().str(), " vs x ", x.shape().str());
+    if (!dw.empty()) {
+        check_f32(dw, op, "dw");
+        check(dw.rank() == 1 && dw.size(0) == x.size(-1), op, ": dw ", dw.shape().str(), " vs x ", x.shape().str());
+    }
+}
+
 // The segment [lo, hi) containing token i (the whole range without segments).
 inline std::pair<std::int64_t, std::int64_t> segment_of(std::span<const std::int64_t> seg, std::int64_t i,
                                                         std::int64_t n) {

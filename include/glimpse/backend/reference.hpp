@@ -54,6 +54,26 @@ inline double act_ref(activation a, double x) {
     return x;
 }
 
+// d act(x) / dx, the textbook derivatives (for activate_backward).
+inline double act_grad_ref(activation a, double x) {
+    constexpr double kSqrt2OverPi = 0.79788456080286535588;
+    constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+    switch (a) {
+        case activation::identity: return 1.0;
+        case activation::silu: {
+            const double sg = 1.0 / (1.0 + std::exp(-x));
+            return sg * (1.0 + x * (1.0 - sg));
+        }
+        case activation::gelu_erf:
+            return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))) + x * kInvSqrt2Pi * std::exp(-0.5 * x * x);
+        case activation::gelu_tanh: {
+            const double t = std::tanh(kSqrt2OverPi * (x + 0.044715 * x * x * x));
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kSqrt2OverPi * (1.0 + 3.0 * 0.044715 * x * x);
+        }
+    }
+    return 1.0;
+}
+
 }  // namespace detail
 
 class reference : public detail::host_memory<reference> {
@@ -230,6 +250,72 @@ public:
         }
     }
 
+    // ---- backward ops (TrainingBackend) ----
+
+    void softmax_rows_backward(const cview& p, const cview& dp, float scale, const view& dx) {
+        detail::check_softmax_backward(p, dp, dx);
+        auto P = rows2d(p), G = rows2d(dp);
+        for (std::size_t i = 0; i < P.shape()[0]; ++i) {
+            auto pr = xt::view(P, i, xt::all());
+            auto gr = xt::view(G, i, xt::all());
+            const double dot = xt::sum(pr * gr)();
+            gr = static_cast<double>(scale) * pr * (gr - dot);
+        }
+        detail::from_xarray(G, dx);
+    }
+
+    void activate_backward(activation act, const cview& x, const cview& dy, const view& dx) {
+        detail::check_activate_backward(x, dy, dx);
+        auto X = detail::to_xarray(x);
+        for (auto& e : X) e = detail::act_grad_ref(act, e);
+        detail::from_xarray(xt::eval(X * detail::to_xarray(dy)), dx);
+    }
+
+    // y = x_hat . w, x_hat = x r, r = 1/sqrt(mean(x^2) + eps):
+    // dx = r (g - x_hat mean(g . x_hat)) with g = dy . w.
+    void rms_norm_backward(const cview& x, const cview& w, float eps, const cview& dy, const view& dx, const view& dw) {
+        detail::check_norm_backward(x, w, dy, dx, dw, "rms_norm_backward");
+        auto X = rows2d(x), G = rows2d(dy);
+        const auto W = detail::to_xarray(w);
+        xt::xarray<double> DW = xt::zeros<double>({W.size()});
+        for (std::size_t i = 0; i < X.shape()[0]; ++i) {
+            auto xr = xt::view(X, i, xt::all());
+            auto gr = xt::view(G, i, xt::all());
+            const double r = 1.0 / std::sqrt(xt::mean(xr * xr)() + static_cast<double>(eps));
+            const xt::xarray<double> xh = xr * r;
+            DW += gr * xh;
+            const xt::xarray<double> g = gr * W;
+            const double c = xt::mean(g * xh)();
+            gr = r * (g - xh * c);
+        }
+        detail::from_xarray(G, dx);
+        if (!dw.empty()) detail::from_xarray(DW, dw);
+    }
+
+    // y = x_hat . w + b, x_hat = (x - mu) r, r = 1/sqrt(var + eps) (biased var):
+    // dx = r (g - mean(g) - x_hat mean(g . x_hat)) with g = dy . w.
+    void layer_norm_backward(const cview& x, const cview& w, float eps, const cview& dy, const view& dx,
+                             const view& dw) {
+        detail::check_norm_backward(x, w, dy, dx, dw, "layer_norm_backward");
+        auto X = rows2d(x), G = rows2d(dy);
+        const auto W = detail::to_xarray(w);
+        xt::xarray<double> DW = xt::zeros<double>({W.size()});
+        for (std::size_t i = 0; i < X.shape()[0]; ++i) {
+            auto xr = xt::view(X, i, xt::all());
+            auto gr = xt::view(G, i, xt::all());
+            const double mu = xt::mean(xr)();
+            const double var = xt::mean((xr - mu) * (xr - mu))();
+            const double r = 1.0 / std::sqrt(var + static_cast<double>(eps));
+            const xt::xarray<double> xh = (xr - mu) * r;
+            DW += gr * xh;
+            const xt::xarray<double> g = gr * W;
+            const double gm = xt::mean(g)(), c = xt::mean(g * xh)();
+            gr = r * (g - gm - xh * c);
+        }
+        detail::from_xarray(G, dx);
+        if (!dw.empty()) detail::from_xarray(DW, dw);
+    }
+
 private:
     static double elem(const xt::xarray<double>& t, bool batched, std::int64_t p, std::int64_t i, std::int64_t j) {
         return batched ? t(p, i, j) : t(i, j);
@@ -245,5 +331,6 @@ private:
 };
 
 static_assert(Backend<reference>);
+static_assert(TrainingBackend<reference>);
 
 }  // namespace glimpse

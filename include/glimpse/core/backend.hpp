@@ -115,4 +115,27 @@ concept Backend =
     };
 // clang-format on
 
+// The backward primitives a backend adds to train (grad/): a refinement, so a
+// forward-only backend (CUDA, first) is still a `Backend`. Every other piece of
+// the backward pass is written with the ops above (gemm with transposes and
+// beta, add, mul, sum_rows, softmax_rows, rotary). Shapes as the forward ops;
+// outputs are f32; `dx` may alias `dy` (or `dp`) where said.
+// clang-format off
+template <class B>
+concept TrainingBackend =
+    Backend<B> &&
+    requires(B& be, view v, cview c, float f, activation act) {
+        // dx = scale * p . (dp - sum_j p_j dp_j) per row: the gradient of
+        // softmax_rows(x, scale) given its output p. dx may alias dp.
+        be.softmax_rows_backward(c, c, f, v);         // (p, dp, scale, dx)
+        // dx = act'(x) . dy elementwise. dx may alias dy.
+        be.activate_backward(act, c, c, v);           // (act, x, dy, dx)
+        // Norm backward over the last axis given the forward input x and dy:
+        // dx, and dw = sum over rows of dy . x_hat (skipped when dw is empty).
+        // layer_norm's bias gradient is sum_rows(dy).
+        be.rms_norm_backward(c, c, f, c, v, v);       // (x, weight, eps, dy, dx, dw)
+        be.layer_norm_backward(c, c, f, c, v, v);     // (x, weight, eps, dy, dx, dw)
+    };
+// clang-format on
+
 }  // namespace glimpse
