@@ -43,7 +43,7 @@ void check_block(const test::fixture& fx, const std::string& file) {
     require_grad(bn, file + " out.pooled", f.pooled.cv(), fx["out.pooled"], test::kF32Rel);
 
     auto b = grad::head_backward(be, head, f.tape, fx["in.d_delta"], fx["in.d_pooled"], "w");
-    require_grads(bn, fx, b.params, "grad.", "w.");
+    require_grads(bn, fx, b.params, "grad.", "w.", file + " ");
     require_grad(bn, file + " grad.x", b.dx.cv(), fx["grad.x"]);
     require_grad(bn, file + " grad.heatmap", b.dheatmap.cv(), fx["grad.heatmap"]);
 }
