@@ -66,7 +66,9 @@ void check_kind(const std::string& kind) {
                                                       std::span(accum));
             CHECK(std::abs(v.mass - mass.at({static_cast<std::int64_t>(b)})) < kLossAbs);
             // The evaluation path (fastest exact head path) gives the same mass.
-            CHECK(std::abs(train::focus_mass(be, head, x.cv(), cos.cv(), sin.cv(), targets[b]) - v.mass) < 1e-5);
+            const auto ev = train::focus_evaluate(be, head, x.cv(), cos.cv(), sin.cv(), xx, targets[b], fw);
+            CHECK(std::abs(ev.mass - v.mass) < 1e-5);
+            CHECK(std::abs(ev.loss - v.loss) < 1e-5);
             ex_loss += v.loss / static_cast<double>(targets.size());
         }
         CHECK(std::abs(ex_loss - fx["out." + p + "example_loss"].at({e})) < kLossAbs);

@@ -152,17 +152,21 @@ struct focus_value {
     double feature = 0;  // sum(delta^2) / sum(x^2)
 };
 
-// The mass alone, on the head's fastest exact path (evaluation; no tape).
+// m and sum(delta^2) / sum(x^2) on the head's fastest exact path (evaluation; no tape).
 template <Backend B, heatmap::block_kind Kind>
-double focus_mass(B& be, const heatmap::heatmap_head<B, Kind>& head, const cview& x, const cview& cos,
-                  const cview& sin, const focus_target& t) {
+focus_value focus_evaluate(B& be, const heatmap::heatmap_head<B, Kind>& head, const cview& x, const cview& cos,
+                           const cview& sin, double x_sum_sq, const focus_target& t, double feature_weight = 0) {
     const auto heat = be.upload(t.heatmap.cv());
     const auto qw = be.upload(t.query_weights.cv());
     heatmap::maps_request req;
     req.query_weights = qw.cv();
     heatmap::head_maps<B> maps;
-    (void)head.delta(be, heatmap::head_inputs{x, heat.cv(), cos, sin}, req, &maps);
-    return mass_in_box(be, maps.pooled.cv(), t);
+    const auto delta = head.delta(be, heatmap::head_inputs{x, heat.cv(), cos, sin}, req, &maps);
+    focus_value v;
+    v.mass = mass_in_box(be, maps.pooled.cv(), t);
+    v.feature = sum_of_squares(be, delta.cv()) / x_sum_sq;
+    v.loss = -std::log(std::max(v.mass, min_mass)) + feature_weight * v.feature;
+    return v;
 }
 
 // L_b and its parameter gradients times `scale` (the minibatch weight
