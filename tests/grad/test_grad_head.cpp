@@ -146,16 +146,23 @@ TEMPLATE_TEST_CASE("head_forward / head_backward reject bad shapes with a messag
     tensor dd = test::randn(shape{6, 16}, 8), dp = test::randn(shape{1, 2, 6}, 9);
     tensor dd_bf16 = dd.to(dtype::bf16);
     CHECK_THAT(err([&] { grad::head_backward(be, head, f.tape, dd_bad.cv(), dp.cv()); }),
-               Contains("d_delta must be f32 [6, 16] (the shape of delta), got f32 [6, 8]"));
+               Contains("d_delta must be f32 [6, 16] (the shape of delta) with unit inner stride, got f32 [6, 8]"));
     CHECK_THAT(err([&] { grad::head_backward(be, head, f.tape, dd_bf16.cv(), dp.cv()); }),
-               Contains("d_delta must be f32 [6, 16] (the shape of delta), got bf16 [6, 16]"));
-    CHECK_THAT(err([&] { grad::head_backward(be, head, f.tape, dd.cv(), dp_bad.cv()); }),
-               Contains("d_pooled must be f32 [1, 2, 6] (the shape of pooled), got f32 [1, 3, 6]"));
+               Contains("d_delta must be f32 [6, 16] (the shape of delta) with unit inner stride, got bf16 [6, 16]"));
+    CHECK_THAT(
+        err([&] { grad::head_backward(be, head, f.tape, dd.cv(), dp_bad.cv()); }),
+        Contains("d_pooled must be f32 [1, 2, 6] (the shape of pooled) with unit inner stride, got f32 [1, 3, 6]"));
     CHECK_THAT(err([&] { grad::head_backward(be, head, f_nw.tape, dd.cv(), dp.cv()); }),
                Contains("d_pooled [1, 2, 6] given but head_forward was called without query_weights"));
     CHECK_THAT(
         err([&] { grad::head_backward(be, head, grad::head_tape<TestType, heatmap::rms_swiglu>{}, dd.cv(), {}); }),
         Contains("the tape is empty"));
+    // Query weights as a strided [S] view (a column of a matrix) are fine.
+    tensor wm = test::randn(shape{6, 3}, 11);
+    const tensor wcol = be.download(wm.cv().select(1, 1));
+    REQUIRE(test::compare(grad::head_forward(be, head, in, wm.cv().select(1, 1)).pooled.cv(),
+                          grad::head_forward(be, head, in, wcol.cv()).pooled.cv())
+                .max_abs == 0);
     // Nothing changed: the tape and the head are as before, and a good call still works.
     REQUIRE(test::compare(f.tape.x.cv(), tape_x.cv()).max_abs == 0);
     auto ok = grad::head_backward(be, head, f.tape, dd.cv(), dp.cv());

@@ -67,7 +67,11 @@ head_forward_result<B, Kind> head_forward(B& be, const heatmap::heatmap_head<B, 
     typename B::tensor qw;
     if (!query_weights.empty()) {
         qw = be.alloc(shape{1, S}, dtype::f32);
-        be.copy(query_weights.rank() == 1 ? query_weights.reshape(shape{1, S}) : query_weights, qw.v());
+        const cview w2 = query_weights.rank() == 2
+                             ? query_weights
+                             : cview(query_weights.data(), query_weights.type(), shape{1, S},
+                                     strides_t{S * query_weights.stride(0), query_weights.stride(0)});  // any stride
+        be.copy(w2, qw.v());
     }
     head_forward_result<B, Kind> r;
     auto& t = r.tape;
@@ -86,7 +90,8 @@ head_forward_result<B, Kind> head_forward(B& be, const heatmap::heatmap_head<B, 
 }
 
 // d_delta: dL/d delta [S, D] f32 or empty (= 0); d_pooled: dL/d pooled [1, H, S]
-// f32 or empty (= 0; must be empty when head_forward had no query weights).
+// f32 or empty (= 0; must be empty when head_forward had no query weights). Both
+// may be strided views with unit inner stride.
 // Validates every argument before computing anything.
 template <TrainingBackend B, heatmap::block_kind Kind>
 head_backward_result<B> head_backward(B& be, const heatmap::heatmap_head<B, Kind>& head, const head_tape<B, Kind>& tape,
@@ -97,15 +102,16 @@ head_backward_result<B> head_backward(B& be, const heatmap::heatmap_head<B, Kind
     check(!tape.empty() && tape.x.shape()[1] == D,
           "head_backward: the tape is empty or comes from a head of another width (D = ", D, ")");
     const std::int64_t S = tape.x.shape()[0];
-    check(d_delta.empty() || (d_delta.shape() == shape{S, D} && d_delta.type() == dtype::f32),
-          "head_backward: d_delta must be f32 [", S, ", ", D, "] (the shape of delta), got ", name(d_delta.type()), " ",
-          d_delta.shape().str());
+    check(d_delta.empty() || (d_delta.shape() == shape{S, D} && d_delta.type() == dtype::f32 && d_delta.stride(1) == 1),
+          "head_backward: d_delta must be f32 [", S, ", ", D, "] (the shape of delta) with unit inner stride, got ",
+          name(d_delta.type()), " ", d_delta.shape().str());
     const bool has_pooled = tape.attn.query_weights.shape().rank() != 0;
     check(d_pooled.empty() || has_pooled, "head_backward: d_pooled ", d_pooled.shape().str(),
           " given but head_forward was called without query_weights (there is no pooled map)");
-    check(d_pooled.empty() || (d_pooled.shape() == shape{1, H, S} && d_pooled.type() == dtype::f32),
-          "head_backward: d_pooled must be f32 [1, ", H, ", ", S, "] (the shape of pooled), got ",
-          name(d_pooled.type()), " ", d_pooled.shape().str());
+    check(d_pooled.empty() ||
+              (d_pooled.shape() == shape{1, H, S} && d_pooled.type() == dtype::f32 && d_pooled.stride(2) == 1),
+          "head_backward: d_pooled must be f32 [1, ", H, ", ", S,
+          "] (the shape of pooled) with unit inner stride, got ", name(d_pooled.type()), " ", d_pooled.shape().str());
 
     head_backward_result<B> r;
     named_grads<B> g_norm2, g_mlp;
