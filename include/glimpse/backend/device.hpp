@@ -1,0 +1,84 @@
+#pragma once
+// The tools' `--device cpu|cuda[:N]` seam: parse the string once, then run a generic
+// body with the backend it names.
+//
+//   const auto dev = glimpse::parse_device(args.device);          // throws on "gpu", "cuda:x"
+//   glimpse::with_backend(dev, [&](auto& be) { run_tool(be, ...); });
+//
+// The body is instantiated for glimpse::cpu and, in a build that links glimpse::cuda
+// (GLIMPSE_HAVE_CUDA), glimpse::cuda; both instantiations must return the same type. Without
+// CUDA in the build, "cuda" parses but with_backend fails with a message saying how glimpse
+// was built; with it but no device (or fewer than N + 1), it fails with "no CUDA device".
+
+#include <charconv>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "glimpse/backend/cpu.hpp"
+#include "glimpse/core/error.hpp"
+#if defined(GLIMPSE_HAVE_CUDA)
+#include "glimpse/backend/cuda.hpp"
+#endif
+
+namespace glimpse {
+
+struct device_spec {
+    enum class kind_t : unsigned char { cpu, cuda };
+    kind_t kind = kind_t::cpu;
+    int index = 0;  // cuda:N
+
+    std::string str() const { return kind == kind_t::cpu ? "cpu" : "cuda:" + std::to_string(index); }
+    friend bool operator==(const device_spec&, const device_spec&) = default;
+};
+
+// True when this build has the cuda backend (GLIMPSE_CUDA=ON and linked to glimpse::cuda).
+constexpr bool built_with_cuda() noexcept {
+#if defined(GLIMPSE_HAVE_CUDA)
+    return true;
+#else
+    return false;
+#endif
+}
+
+// "cpu", "cuda" (= cuda:0) or "cuda:N".
+inline device_spec parse_device(std::string_view s) {
+    if (s == "cpu") return {};
+    if (s == "cuda") return {device_spec::kind_t::cuda, 0};
+    if (s.starts_with("cuda:")) {
+        const std::string_view n = s.substr(5);
+        int idx = -1;
+        const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), idx);
+        if (ec == std::errc{} && end == n.data() + n.size() && !n.empty() && idx >= 0)
+            return {device_spec::kind_t::cuda, idx};
+    }
+    detail::fail("--device: '", s, "' is not a device (expected cpu, cuda or cuda:N)");
+}
+
+// f(be) with be a glimpse::cpu or glimpse::cuda constructed for `d`.
+template <class F>
+decltype(auto) with_backend(const device_spec& d, F&& f) {
+    using R = std::invoke_result_t<F&, cpu&>;
+    if (d.kind == device_spec::kind_t::cpu) {
+        cpu be;
+        return static_cast<R>(f(be));
+    }
+#if defined(GLIMPSE_HAVE_CUDA)
+    static_assert(std::is_same_v<R, std::invoke_result_t<F&, cuda&>>,
+                  "with_backend: the body must return the same type for cpu and cuda");
+    const int n = cuda::device_count();
+    if (n == 0) detail::fail("--device ", d.str(), ": no CUDA device");
+    if (d.index >= n) detail::fail("--device ", d.str(), ": no CUDA device ", d.index, " (", n, " present)");
+    cuda be(cuda_options{.device = d.index});
+    return static_cast<R>(f(be));
+#else
+    detail::fail("--device ", d.str(), ": glimpse was built without CUDA (GLIMPSE_CUDA=OFF)");
+#endif
+}
+
+inline decltype(auto) with_backend(std::string_view device, auto&& f) {
+    return with_backend(parse_device(device), std::forward<decltype(f)>(f));
+}
+
+}  // namespace glimpse
