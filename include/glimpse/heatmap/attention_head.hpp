@@ -44,6 +44,19 @@ struct head_inputs {
     cview cos, sin;  // [S, d], required when the head uses RoPE
 };
 
+// K and V of one set of features, computed once and shared by any number of
+// heatmaps over them (the comparison tool runs three boxes on one image): the
+// queries are the only part of the head that depends on the heatmap.
+// x [S, D] is the attention's input (the folded path reads it instead of K, V);
+// k, v [S, D] are k_proj(x), v_proj(x), k already rotated when the head uses
+// RoPE (the rotation depends on the key's position only).
+template <Backend B>
+struct head_kv {
+    typename B::tensor x, k, v;
+    bool rotated = false;
+    std::int64_t tokens() const { return x.shape().rank() == 2 ? x.shape()[0] : 0; }
+};
+
 template <Backend B>
 class heatmap_attention_head {
 public:
@@ -132,6 +145,96 @@ public:
             folded_attention(be, w, in.x, dv.values, vbar.v(), probs.v());
         else
             dedup_attention(be, w, in.x, dv.values, vbar.v(), probs.v());
+        if (am.wanted()) {
+            tensor_t wv;
+            if (!am.pooled.empty()) wv = weights_by_value(be, req.query_weights, dv);
+            expand_maps(be, probs.cv(), dv.inverse, am, wv.cv());
+        }
+        auto out_u = proj(be, vbar.cv());
+        auto out = be.alloc(shape{S, D}, dtype::f32);
+        be.gather_rows(out_u.cv(), dv.inverse, out.v());
+        return out;
+    }
+
+    // K/V of features x [S, D] (cos/sin [S, d] when RoPE is on), for forward(kv, ...).
+    head_kv<B> prepare_kv(B& be, const cview& x, const cview& cos = {}, const cview& sin = {}) const {
+        const std::int64_t S = x.size(0), D = dim(), H = heads, d = head_dim();
+        detail::check(x.rank() == 2 && x.size(1) == D, "heatmap head: features must be [S, ", D, "], got ",
+                      x.shape().str());
+        head_kv<B> kv;
+        kv.x = be.alloc(x.shape(), dtype::f32);
+        be.copy(x, kv.x.v());
+        kv.k = k_proj(be, x);
+        kv.v = v_proj(be, x);
+        if (rope) {
+            detail::check(!cos.empty() && !sin.empty(), "heatmap head: RoPE is on but no cos/sin were given");
+            be.rotary(kv.k.v().reshape(shape{S, H, d}), cos, sin);
+            kv.rotated = true;
+        }
+        return kv;
+    }
+
+    // The path forward(kv, ...) takes: K/V are already paid for, so without RoPE
+    // dedup (U queries against the cached K, V) is the cheapest exact path.
+    head_path choose_cached(head_path want = head_path::automatic) const {
+        if (want == head_path::automatic) return rope ? head_path::generic : head_path::dedup;
+        return choose(1, 1, want);
+    }
+
+    // forward(in, ...) on cached K/V: the same result up to f32 rounding, with
+    // only the heatmap-dependent work done. heatmap [S] or [S, 1]; cos/sin [S, d]
+    // (RoPE on: the queries' rotation; the keys were rotated in prepare_kv).
+    tensor_t forward(B& be, const head_kv<B>& kv, const cview& heatmap, const cview& cos = {}, const cview& sin = {},
+                     const maps_request& req = {}, head_maps<B>* maps = nullptr,
+                     head_path want = head_path::automatic) const {
+        const std::int64_t S = kv.tokens(), D = dim(), H = heads, d = head_dim();
+        detail::check(S > 0 && kv.k.shape() == shape{S, D} && kv.v.shape() == shape{S, D} && kv.rotated == rope,
+                      "heatmap head: K/V cache does not belong to this head (features ", kv.x.shape().str(), ", D=", D,
+                      ", RoPE ", rope ? "on" : "off", ")");
+        detail::check((heatmap.rank() == 1 && heatmap.size(0) == S) ||
+                          (heatmap.rank() == 2 && heatmap.shape() == shape{S, 1}),
+                      "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", heatmap.shape().str());
+        detail::check(!req.any() || maps, "heatmap head: maps requested without an output");
+        detail::check(req.query_weights.empty() || (req.query_weights.rank() == 2 && req.query_weights.size(1) == S),
+                      "heatmap head: query_weights must be [R, ", S, "], got ", req.query_weights.shape().str());
+        const tensor h_host = be.download(heatmap).to(dtype::f32);
+        const float* hp = h_host.ptr<float>();
+        for (std::int64_t i = 0; i < S; ++i)
+            if (!std::isfinite(hp[i])) detail::fail("heatmap head: heatmap value at token ", i, " is not finite (", hp[i], ")");
+        const head_path path = choose_cached(want);
+        attention_maps am;
+        if (maps) allocate_maps(be, req, S, *maps, am);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+
+        if (path == head_path::generic) {
+            auto hcol = be.upload(h_host.cv().reshape(shape{S, 1}));
+            auto q = q_proj(be, hcol.cv());
+            const view q3 = q.v().reshape(shape{S, H, d});
+            if (rope) {
+                detail::check(!cos.empty() && !sin.empty(), "heatmap head: RoPE is on but no cos/sin were given");
+                be.rotary(q3, cos, sin);
+            }
+            auto o = be.alloc(shape{S, H, d}, dtype::f32);
+            be.attention(q3, kv.k.cv().reshape(shape{S, H, d}), kv.v.cv().reshape(shape{S, H, d}), o.v(),
+                         attention_args{scale, cview{}, {}, am});
+            return proj(be, o.cv().reshape(shape{S, D}));
+        }
+
+        const distinct_values dv = distinct_values::of(hp, S);
+        const std::int64_t U = dv.count();
+        auto vbar = be.alloc(shape{U, D}, dtype::f32);
+        auto probs = be.alloc(shape{H, U, S}, dtype::f32);
+        if (path == head_path::folded) {
+            const head_projections<B> w{q_proj, k_proj, v_proj, heads};
+            folded_attention(be, w, kv.x.cv(), dv.values, vbar.v(), probs.v());
+        } else {
+            auto hv = be.upload(tensor::from(shape{U, 1}, dv.values).cv());
+            auto qu = q_proj(be, hv.cv());
+            attention_args a{scale, cview{}, {}, {}};
+            a.maps.per_head = probs.v();
+            be.attention(qu.cv().reshape(shape{U, H, d}), kv.k.cv().reshape(shape{S, H, d}),
+                         kv.v.cv().reshape(shape{S, H, d}), vbar.v().reshape(shape{U, H, d}), a);
+        }
         if (am.wanted()) {
             tensor_t wv;
             if (!am.pooled.empty()) wv = weights_by_value(be, req.query_weights, dv);

@@ -36,6 +36,16 @@ struct head_config {
     float eps = 1e-6f;
 };
 
+// What a block needs from its features that no heatmap changes, computed once
+// (prepare) and shared by every heatmap run on them (delta(be, kv, heatmap, ...)):
+// the un-normalised features x [S, D] (the residual), the RoPE tables cos/sin
+// [S, d] (empty without RoPE), and the attention's K/V of norm1(x).
+template <Backend B>
+struct head_block_kv {
+    typename B::tensor x, cos, sin;
+    head_kv<B> attn;
+};
+
 template <Backend B, block_kind Kind>
 class heatmap_head {
 public:
@@ -91,6 +101,35 @@ public:
         auto yn = norm2(be, y.cv());
         auto m = mlp(be, yn.cv());
         be.add(a.cv(), m.cv(), a.v(), 1.0f);  // delta = a + m
+        return a;
+    }
+
+    // The heatmap-independent part of delta(in, ...): in.heatmap is ignored.
+    head_block_kv<B> prepare(B& be, const head_inputs& in) const {
+        head_block_kv<B> kv;
+        const auto keep = [&](const cview& from) {
+            auto t = be.alloc(from.shape(), dtype::f32);
+            be.copy(from, t.v());
+            return t;
+        };
+        kv.x = keep(in.x);
+        if (!in.cos.empty()) kv.cos = keep(in.cos);
+        if (!in.sin.empty()) kv.sin = keep(in.sin);
+        auto xn = norm1(be, in.x);
+        kv.attn = attn.prepare_kv(be, xn.cv(), in.cos, in.sin);
+        return kv;
+    }
+
+    // delta on prepared features: what delta({x, heatmap, cos, sin}, ...) returns,
+    // up to f32 rounding, without recomputing norm1, K or V.
+    tensor_t delta(B& be, const head_block_kv<B>& kv, const cview& heatmap, const maps_request& req = {},
+                   head_maps<B>* maps = nullptr, head_path path = head_path::automatic) const {
+        auto a = attn.forward(be, kv.attn, heatmap, kv.cos.cv(), kv.sin.cv(), req, maps, path);
+        auto y = be.alloc(kv.x.shape(), dtype::f32);
+        be.add(kv.x.cv(), a.cv(), y.v(), 1.0f);
+        auto yn = norm2(be, y.cv());
+        auto m = mlp(be, yn.cv());
+        be.add(a.cv(), m.cv(), a.v(), 1.0f);
         return a;
     }
 

@@ -33,6 +33,7 @@
 // One image per call (grid_t = 1): the head attends over all tokens of the
 // call, so a batch would let patches of one image attend to another's.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -166,6 +167,32 @@ struct site_features {
     typename B::tensor cos, sin;  // [S, D / H]
 };
 
+// The head's heatmap-independent work on cached site features (norm1, K, V),
+// prepared once per model and image by qwen_encoder::prepare_head and shared by
+// every attend() on those features.
+template <Backend B>
+struct head_cache {
+    heatmap::head_block_kv<B> kv;
+};
+
+// The tower's OWN attention, received per patch in one block: the mean over
+// all queries and heads of the block's softmax probabilities, per key, in
+// raster order (what the encoder itself looks at, with no heatmap involved).
+struct received_attention {
+    std::int64_t block = -1;          // 0-based index of the block
+    std::int64_t grid_h = 0, grid_w = 0;
+    tensor per_head;                  // [H, grid_h, grid_w]; each head's map sums to 1
+    tensor mean;                      // [grid_h, grid_w], head-averaged; sums to 1
+};
+
+// The last block whose attention spans the whole image (Qwen3: every block;
+// Qwen2.5: the last of fullatt_block_indexes, the others attend in windows).
+inline std::int64_t last_full_attention_block(const qwen_vision_config& c) {
+    if (c.family == qwen_family::qwen2_5_vl && !c.fullatt_block_indexes.empty())
+        return *std::max_element(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end());
+    return c.depth - 1;
+}
+
 namespace detail {
 
 // An integration policy that applies nothing: it copies what the site sees.
@@ -293,11 +320,75 @@ public:
         return f;
     }
 
+    // encode_site, and the tower's own attention received per patch in its last
+    // full-attention block (`own`, see received_attention). The pooled map costs
+    // O(H S) memory: the [S, S] matrix is never formed.
+    site_features<B> encode_site(B& be, const pixel_batch& px, received_attention& own) const {
+        site_features<B> f;
+        f.grid = single_grid(px);
+        f.order = site_order(config_, std::span<const grid_thw_t>(&f.grid, 1));
+        const std::int64_t S = f.grid[1] * f.grid[2], H = config_.num_heads;
+        const std::int64_t block = last_full_attention_block(config_);
+        tensor qw(shape{1, S});
+        for (std::int64_t t = 0; t < S; ++t) qw.template ptr<float>()[t] = 1.0f / static_cast<float>(S);
+        const tensor_t qw_dev = be.upload(qw.cv());
+        tensor_t pooled = be.alloc(shape{1, H, S}, dtype::f32);
+        encode_inputs<B> extra;
+        extra.block_maps.resize(static_cast<std::size_t>(block + 1));
+        extra.block_maps[static_cast<std::size_t>(block)].query_weights = qw_dev.cv();
+        extra.block_maps[static_cast<std::size_t>(block)].pooled = pooled.v();
+        (void)encode_with(be, px, detail::capture_site<B>{&f}, extra);
+        glimpse::detail::check(f.x.shape().rank() == 2 && f.x.shape()[0] == S,
+                               "qwen_encoder::encode_site: the tower did not reach the head's site");
+        const tensor host = be.download(pooled.cv()).to(dtype::f32);
+        const std::vector<std::uint8_t> none(static_cast<std::size_t>(S), 0);
+        raster_attention r = maps_to_raster(host.cv(), f.order, f.grid[1], f.grid[2], none);
+        own.block = block;
+        own.grid_h = f.grid[1];
+        own.grid_w = f.grid[2];
+        own.per_head = std::move(r.per_head);
+        own.mean = std::move(r.mean);
+        return f;
+    }
+
+    // The head's K/V (and norm1) of cached site features, for attend(be, f, cache, ...).
+    head_cache<B> prepare_head(B& be, const site_features<B>& f) const {
+        head_cache<B> c;
+        std::visit(
+            [&](const auto& h) {
+                c.kv = h.entries()[0].head.prepare(be, heatmap::head_inputs{f.x.cv(), cview{}, f.cos.cv(), f.sin.cv()});
+            },
+            head_);
+        return c;
+    }
+
+    // attend() with the head's K/V from `cache` (prepare_head of the same f):
+    // the same maps up to f32 rounding, only the heatmap-dependent work done.
+    raster_attention attend(B& be, const site_features<B>& f, const head_cache<B>& cache, const cview& raster_heatmap,
+                            std::span<const std::uint8_t> query_mask = {}, tensor_t* delta_out = nullptr) const {
+        return attend_impl(be, f, &cache, raster_heatmap, query_mask, delta_out);
+    }
+
     // The head on cached site features: the attention of encode(be, px,
     // raster_heatmap, query_mask) without running the tower again. `delta_out`
     // (optional) receives the head's delta [S, D] in the site's token order.
     raster_attention attend(B& be, const site_features<B>& f, const cview& raster_heatmap,
                             std::span<const std::uint8_t> query_mask = {}, tensor_t* delta_out = nullptr) const {
+        return attend_impl(be, f, nullptr, raster_heatmap, query_mask, delta_out);
+    }
+
+    // A box in pixels of the ORIGINAL image (image_w x image_h, before resizing):
+    // heatmap = per-patch coverage of the box; queries = the patches it touches.
+    qwen_encoding<B> encode_box(B& be, const pixel_batch& px, const heatmap::box& b, double image_w,
+                                double image_h) const {
+        const tensor h = box_to_heatmap(b, image_w, image_h, single_grid(px));
+        return encode(be, px, h.cv());
+    }
+
+private:
+    raster_attention attend_impl(B& be, const site_features<B>& f, const head_cache<B>* cache,
+                                 const cview& raster_heatmap, std::span<const std::uint8_t> query_mask,
+                                 tensor_t* delta_out) const {
         const std::int64_t S = f.grid[1] * f.grid[2];
         const raster_query q = raster_queries(raster_heatmap, query_mask, S, "qwen_encoder::attend");
         tensor site_heat(shape{S});
@@ -315,8 +406,9 @@ public:
         std::visit(
             [&](const auto& h) {
                 const auto& e = h.entries()[0];
-                auto d = e.head.delta(be, heatmap::head_inputs{f.x.cv(), heat_dev.cv(), f.cos.cv(), f.sin.cv()}, req,
-                                      &maps);
+                auto d = cache ? e.head.delta(be, cache->kv, heat_dev.cv(), req, &maps)
+                               : e.head.delta(be, heatmap::head_inputs{f.x.cv(), heat_dev.cv(), f.cos.cv(), f.sin.cv()},
+                                              req, &maps);
                 if (delta_out) *delta_out = std::move(d);
             },
             head_);
@@ -324,15 +416,6 @@ public:
         return maps_to_raster(pooled.cv(), f.order, f.grid[1], f.grid[2], q.in_box);
     }
 
-    // A box in pixels of the ORIGINAL image (image_w x image_h, before resizing):
-    // heatmap = per-patch coverage of the box; queries = the patches it touches.
-    qwen_encoding<B> encode_box(B& be, const pixel_batch& px, const heatmap::box& b, double image_w,
-                                double image_h) const {
-        const tensor h = box_to_heatmap(b, image_w, image_h, single_grid(px));
-        return encode(be, px, h.cv());
-    }
-
-private:
     // A raster heatmap as f32 and its query set (raster indicator, count).
     struct raster_query {
         tensor heat;
