@@ -1,0 +1,362 @@
+// glimpse-compare: where the heatmap head of a base and of a fine-tuned Qwen
+// vision model looks, for a person box, an object box and their union, on one
+// image or a JSONL list of them. The work is glimpse::compare
+// (include/glimpse/compare/); this file is the command line. docs/compare.md
+// describes the flags, the outputs and the JSON schema.
+//
+// Any error: one line `glimpse-compare: ...` on stderr, exit 1, and nothing
+// written in the output directory (outputs are written under temporary names
+// and renamed once all three exist). Batch mode reports a bad line with its
+// line number, goes on with the others and exits 1 at the end if any failed.
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <glimpse/backend/cpu.hpp>
+#include <glimpse/compare/attention_comparison.hpp>
+#include <glimpse/compare/batch.hpp>
+#include <glimpse/compare/outputs.hpp>
+#include <glimpse/io/image.hpp>
+#include <glimpse/version.hpp>
+
+namespace {
+
+namespace cmp = glimpse::compare;
+namespace fs = std::filesystem;
+
+struct options {
+    std::string base_model, finetuned_model, image_path, output_dir, task = "referring", action, object_category;
+    std::vector<double> person_box, object_box;
+    std::string box_format = "pixels", device = "cpu", batch, interpolation = "bilinear", color_scale = "column";
+    std::uint64_t seed = 0;
+    int threads = 0;
+    std::int64_t panel_size = 360;
+    double alpha = 0.6;
+    bool verbose = false;
+};
+
+// The execution device. Only the CPU backend exists; the CUDA backend (issue 7)
+// plugs in here: parse "cuda:N", construct its backend, call run_on<cuda>.
+struct device_spec {
+    bool cuda = false;
+    int index = 0;
+};
+
+device_spec parse_device(const std::string& s) {
+    if (s == "cpu") return {};
+    if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+        const std::string idx = s == "cuda" ? "0" : s.substr(5);
+        glimpse::detail::check(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos,
+                               "--device '", s, "': expected cpu or cuda:N (N a device index)");
+#ifdef GLIMPSE_HAVE_CUDA_BACKEND
+        return {true, std::stoi(idx)};
+#else
+        glimpse::detail::fail("--device ", s, ": no CUDA device available to glimpse: this build has no CUDA backend "
+                                             "(it is not written yet; configure with -DGLIMPSE_CUDA=ON once it lands). "
+                                             "Use --device cpu");
+#endif
+    }
+    glimpse::detail::fail("--device '", s, "': expected cpu or cuda:N");
+}
+
+std::string mass_line(const char* label, double uni, double a, double b) {
+    char line[160];
+    std::snprintf(line, sizeof line, "    %-12s %8.4f %8.4f %11.4f %+12.4f\n", label, uni, a, b, a - b);
+    return line;
+}
+
+void print_result(const cmp::comparison_result& r, const options& o) {
+    std::printf("  image      %s: %lldx%lld -> resized %lldx%lld, grid %lldx%lld patches\n", r.req.image_label.c_str(),
+                static_cast<long long>(r.image_w), static_cast<long long>(r.image_h),
+                static_cast<long long>(r.resized_w), static_cast<long long>(r.resized_h),
+                static_cast<long long>(r.grid_h), static_cast<long long>(r.grid_w));
+    if (r.req.task == cmp::task_type::referring) {
+        std::printf("  attention mass inside the query box (uniform = the box's share of the image):\n");
+        std::printf("    %-12s %8s %8s %11s %12s\n", "box", "uniform", "base", "fine-tuned", "base - ft");
+        for (std::size_t i = 0; i < r.base.queries.size(); ++i) {
+            const auto& a = r.base.queries[i];
+            const auto& b = r.finetuned.queries[i];
+            std::fputs(mass_line(a.key.c_str(), r.uniform_mass.at(a.key), a.mass_in.at(a.key), b.mass_in.at(a.key)).c_str(),
+                       stdout);
+        }
+    } else {
+        std::printf("  normalised entropy (1 = uniform):  head, uniform heatmap: base %.4f, fine-tuned %.4f\n",
+                    r.base.queries[0].stats.normalized_entropy, r.finetuned.queries[0].stats.normalized_entropy);
+        if (r.base.own)
+            std::printf("                                     encoder's own attention (block %lld): base %.4f, fine-tuned %.4f\n",
+                        static_cast<long long>(r.base.own->map.block), r.base.own->stats.normalized_entropy,
+                        r.finetuned.own->stats.normalized_entropy);
+        for (const auto& bx : r.boxes)
+            std::printf("  mass in %-11s head: base %.4f, fine-tuned %.4f; encoder: base %.4f (uniform %.4f)\n",
+                        bx.key.c_str(), r.base.queries[0].mass_in.at(bx.key), r.finetuned.queries[0].mass_in.at(bx.key),
+                        r.base.own ? r.base.own->mass_in.at(bx.key) : 0.0, r.uniform_mass.at(bx.key));
+    }
+    (void)o;
+}
+
+void print_timings(const cmp::stage_timings& t) {
+    double total = 0;
+    for (const auto& [k, v] : t.ms) total += v;
+    std::printf("  timings (ms):\n");
+    for (const auto& [k, v] : t.ms) std::printf("    %-36s %10.1f\n", k.c_str(), v);
+    std::printf("    %-36s %10.1f\n", "total", total);
+}
+
+// Boxes typed for one image -> a validated request (throws on any bad box).
+cmp::request make_request(const glimpse::image_u8& img, cmp::task_type task, cmp::box_format bf,
+                          const std::optional<std::vector<double>>& person, const std::optional<std::vector<double>>& object,
+                          const std::string& action, const std::string& category, const std::string& label) {
+    cmp::request req;
+    req.task = task;
+    req.action = action;
+    req.object_category = category;
+    req.image_label = label;
+    const double W = static_cast<double>(img.width), H = static_cast<double>(img.height);
+    if (person) req.person = cmp::to_pixel_box(*person, bf, W, H, "--person_box");
+    if (object) req.object = cmp::to_pixel_box(*object, bf, W, H, "--object_box");
+    req.check();
+    return req;
+}
+
+cmp::figure_options figure_opts(const options& o) {
+    cmp::figure_options f;
+    f.panel_long_side = o.panel_size;
+    f.alpha = o.alpha;
+    f.scale = cmp::parse_color_scale(o.color_scale);
+    f.interp = o.interpolation == "nearest" ? glimpse::viz::interpolation::nearest : glimpse::viz::interpolation::bilinear;
+    return f;
+}
+
+template <glimpse::Backend B>
+int run_single(B& be, const options& o, const char* backend_name) {
+    const cmp::task_type task = cmp::parse_task_type(o.task);
+    const cmp::box_format bf = cmp::parse_box_format(o.box_format);
+    cmp::stage_timings t;
+    // Everything the user typed is checked before the slow model load.
+    cmp::stopwatch wd;
+    const glimpse::image_u8 img = glimpse::load_image(o.image_path);
+    t.add("decode image", wd.ms());
+    const auto opt = [](const std::vector<double>& v) { return v.empty() ? std::nullopt : std::optional(v); };
+    const cmp::request req = make_request(img, task, bf, opt(o.person_box), opt(o.object_box), o.action,
+                                          o.object_category, fs::path(o.image_path).filename().string());
+    std::error_code ec;
+    if (fs::exists(o.output_dir, ec) && !fs::is_directory(o.output_dir, ec))
+        glimpse::detail::fail("--output_dir '", o.output_dir, "' exists and is not a directory");
+    const auto base = cmp::model_source::resolve(o.base_model, "--base_model");
+    const auto tuned = cmp::model_source::resolve(o.finetuned_model, "--finetuned_model", base.encoder_dir);
+    const cmp::fonts fonts = cmp::fonts::system_default();
+
+    std::printf("glimpse %s: compare attention, %s task (backend: %s)\n", GLIMPSE_VERSION_STRING,
+                std::string(cmp::name(task)).c_str(), backend_name);
+    if (!fonts.warning.empty()) std::fprintf(stderr, "glimpse-compare: warning: %s\n", fonts.warning.c_str());
+    std::fflush(stdout);
+    const auto c = cmp::comparer<B>::load(be, base, tuned, o.seed, &t);
+    std::printf("  base       %s (%s): %s\n", o.base_model.c_str(), std::string(glimpse::models::name(c.base().family())).c_str(),
+                c.base().head_source().c_str());
+    std::printf("  fine-tuned %s%s: %s\n", o.finetuned_model.c_str(),
+                tuned.head_only() ? " (head-only directory on the base's encoder)" : "", c.finetuned().head_source().c_str());
+    if (!c.base().head_trained()) std::printf("  note       the base model's head is UNTRAINED (seeded init)\n");
+    if (!c.finetuned().head_trained()) std::printf("  note       the fine-tuned model's head is UNTRAINED (seeded init)\n");
+    cmp::comparison_result r = c.run(be, img, req);
+    for (const auto& [k, v] : r.timings.ms) t.add(k, v);
+    print_result(r, o);
+    r.timings = t;
+    const auto out = cmp::write_outputs(r, o.output_dir, fonts, figure_opts(o), &t);
+    if (o.verbose) {
+        std::printf("  head path  %s (tower %s)\n", r.base.head_path.c_str(),
+                    c.shared_tower() ? "run once, shared by both models" : "run once per model");
+        print_timings(t);
+    }
+    std::printf("  wrote      %s\n             %s\n             %s\n", out.png.c_str(), out.json.c_str(), out.maps.c_str());
+    return 0;
+}
+
+template <glimpse::Backend B>
+int run_batch(B& be, const options& o, const char* backend_name) {
+    const cmp::task_type default_task = cmp::parse_task_type(o.task);
+    const cmp::box_format bf = cmp::parse_box_format(o.box_format);
+    glimpse::detail::check(o.person_box.empty() && o.object_box.empty() && o.image_path.empty(),
+                           "--batch takes the images and boxes from the JSONL file; drop --image_path, --person_box "
+                           "and --object_box");
+    const auto items = cmp::read_batch(o.batch);
+    std::error_code ec;
+    if (fs::exists(o.output_dir, ec) && !fs::is_directory(o.output_dir, ec))
+        glimpse::detail::fail("--output_dir '", o.output_dir, "' exists and is not a directory");
+    const auto base = cmp::model_source::resolve(o.base_model, "--base_model");
+    const auto tuned = cmp::model_source::resolve(o.finetuned_model, "--finetuned_model", base.encoder_dir);
+    const cmp::fonts fonts = cmp::fonts::system_default();
+    std::printf("glimpse %s: compare attention, batch of %zu images from %s (backend: %s)\n", GLIMPSE_VERSION_STRING,
+                items.size(), o.batch.c_str(), backend_name);
+    if (!fonts.warning.empty()) std::fprintf(stderr, "glimpse-compare: warning: %s\n", fonts.warning.c_str());
+    cmp::stage_timings load_t;
+    const auto c = cmp::comparer<B>::load(be, base, tuned, o.seed, &load_t);
+    std::printf("  base       %s: %s\n  fine-tuned %s: %s\n", o.base_model.c_str(), c.base().head_source().c_str(),
+                o.finetuned_model.c_str(), c.finetuned().head_source().c_str());
+    std::fflush(stdout);
+
+    const bool tty = ::isatty(2) != 0;
+    cmp::progress bar(static_cast<std::int64_t>(items.size()), tty);
+    std::vector<cmp::image_row> rows;
+    std::int64_t done = 0, computed = 0, skipped = 0, failed = 0;
+    cmp::stage_timings total;
+    for (const auto& it : items) {
+        const fs::path dir = fs::path(o.output_dir) / it.id;
+        const cmp::task_type task = it.task.value_or(default_task);
+        const auto paths = cmp::output_paths(dir, task);
+        cmp::image_row row;
+        row.id = it.id;
+        row.image = it.image.string();
+        try {
+            if (fs::is_regular_file(paths.json, ec)) {
+                row = cmp::row_from_json(paths.json, it.id);
+                row.status = "skipped (done before)";
+                ++skipped;
+            } else {
+                const glimpse::image_u8 img = glimpse::load_image(it.image);
+                const cmp::request req =
+                    make_request(img, task, bf, it.person_box, it.object_box, it.action.empty() ? o.action : it.action,
+                                 it.object_category.empty() ? o.object_category : it.object_category,
+                                 it.image.filename().string());
+                cmp::comparison_result r = c.run(be, img, req);
+                cmp::stage_timings t = r.timings;
+                cmp::write_outputs(r, dir, fonts, figure_opts(o), &t);
+                for (const auto& [k, v] : t.ms) total.add(k, v);
+                row = cmp::row_from_json(paths.json, it.id);
+                row.status = "computed";
+                ++computed;
+            }
+        } catch (const std::exception& e) {
+            row.status = std::string("failed: ") + e.what();
+            ++failed;
+            if (tty) std::fprintf(stderr, "\r\033[K");
+            std::fprintf(stderr, "glimpse-compare: %s line %lld (%s): %s\n", o.batch.c_str(),
+                         static_cast<long long>(it.line), it.id.c_str(), e.what());
+        }
+        rows.push_back(std::move(row));
+        bar.step(++done, computed, it.id);
+    }
+    bar.finish();
+
+    fs::create_directories(o.output_dir, ec);
+    const auto summary = cmp::summarize(rows);
+    cmp::write_text_atomic(fs::path(o.output_dir) / "per_image.csv", cmp::per_image_csv(rows));
+    cmp::write_text_atomic(fs::path(o.output_dir) / "summary.csv", cmp::summary_csv(summary));
+    std::printf("  images     %lld computed, %lld skipped (done before), %lld failed\n", static_cast<long long>(computed),
+                static_cast<long long>(skipped), static_cast<long long>(failed));
+    if (!summary.empty()) {
+        std::printf("  mean attention mass inside each box (queries: that box's patches), 95%% CI:\n");
+        std::fputs(cmp::summary_table(summary).c_str(), stdout);
+    }
+    if (o.verbose) {
+        for (const auto& [k, v] : load_t.ms) total.add(k, v);
+        print_timings(total);
+    }
+    std::printf("  wrote      %s/<id>/%s.{png,json,safetensors}\n             %s\n             %s\n", o.output_dir.c_str(),
+                cmp::output_stem(default_task).c_str(), (fs::path(o.output_dir) / "summary.csv").c_str(),
+                (fs::path(o.output_dir) / "per_image.csv").c_str());
+    return failed ? 1 : 0;
+}
+
+template <glimpse::Backend B>
+int run_on(B& be, const options& o, const char* backend_name) {
+    return o.batch.empty() ? run_single(be, o, backend_name) : run_batch(be, o, backend_name);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "glimpse-compare: where the heatmap head of a base and of a fine-tuned Qwen2.5-VL / Qwen3-VL vision model looks,\n"
+        "for a person box, an object box and their union (interaction). Writes\n"
+        "  OUTPUT_DIR/attention_comparison_TASK.png          rows base / fine-tuned, columns person / object / interaction\n"
+        "  OUTPUT_DIR/attention_comparison_TASK.json         mass in each box, entropy, peak, base - fine-tuned\n"
+        "  OUTPUT_DIR/attention_comparison_TASK.safetensors  the raw maps [grid_h, grid_w], raster order\n"
+        "A model is a Hugging Face checkpoint directory (heatmap_head.* used when present, else a seeded UNTRAINED head)\n"
+        "or a head-only directory written by glimpse-train (its encoder: the base model's). Every flag also has a\n"
+        "dashed spelling (--base-model for --base_model)."};
+    app.footer(
+        "\nExamples:\n"
+        "  glimpse-compare --base_model tests/data/qwen3_vl_tiny --finetuned_model examples/data/qwen3_vl_tiny_finetuned \\\n"
+        "      --image_path examples/data/images/astronaut.jpg --output_dir out --task_type referring \\\n"
+        "      --person_box 20 15 362 512 --object_box 276 342 512 512 --action holding --object_category helmet\n"
+        "  glimpse-compare --base_model Qwen3-VL-8B-Instruct --finetuned_model runs/head --image_path img.jpg \\\n"
+        "      --output_dir out --task_type grounding --action \"sitting on\" --object_category bench\n"
+        "  glimpse-compare --base_model M --finetuned_model H --batch test.jsonl --output_dir out   # resumable\n"
+        "See docs/compare.md for the outputs, the JSON schema and the metrics.");
+    options o;
+    app.add_option("--base_model,--base-model", o.base_model,
+                   "base model: a Hugging Face checkpoint directory (config.json + *.safetensors)")
+        ->required();
+    app.add_option("--finetuned_model,--finetuned-model", o.finetuned_model,
+                   "fine-tuned model: a checkpoint directory, or a glimpse-train head directory "
+                   "(heatmap_head.safetensors) on the base model's encoder")
+        ->required();
+    app.add_option("--image_path,--image-path", o.image_path, "the image (JPEG, PNG, BMP); not with --batch");
+    app.add_option("--output_dir,--output-dir", o.output_dir, "where the PNG, JSON and safetensors go (created)")
+        ->required();
+    app.add_option("--task_type,--task-type", o.task,
+                   "referring (maps of the heatmap head for the boxes) or grounding (no box input: the head under a "
+                   "uniform heatmap and the encoder's own attention); default referring");
+    app.add_option("--person_box,--person-box", o.person_box, "person box X1 Y1 X2 Y2 (see --box_format), e.g. 20 15 362 512")
+        ->expected(4);
+    app.add_option("--object_box,--object-box", o.object_box, "object box X1 Y1 X2 Y2 (see --box_format)")->expected(4);
+    app.add_option("--action", o.action, "the interaction, e.g. \"sitting on\" (titles and JSON)");
+    app.add_option("--object_category,--object-category", o.object_category, "the object's category, e.g. bench (titles and JSON)");
+    app.add_option("--box_format,--box-format", o.box_format,
+                   "pixels (original-image pixels, x right, y down, x1 < x2, y1 < y2; default) or norm1000 "
+                   "(Qwen3-VL's 0..1000 coordinates)");
+    app.add_option("--device", o.device, "cpu (default) or cuda:N (needs the CUDA backend, not built yet)");
+    app.add_option("--batch", o.batch,
+                   "JSON lines {\"image\", \"person_box\", \"object_box\", [\"action\", \"object_category\", "
+                   "\"task_type\", \"id\"]}: every image, each model loaded once; re-running skips images already done");
+    app.add_option("--seed", o.seed, "seed of a seeded (untrained) head; default 0");
+    app.add_option("--threads", o.threads, "CPU threads (default: all)")->check(CLI::PositiveNumber);
+    app.add_option("--panel_size,--panel-size", o.panel_size, "pixels of the image's longer side in each panel (default 360)")
+        ->check(CLI::Range(std::int64_t{64}, std::int64_t{2048}));
+    app.add_option("--interpolation", o.interpolation, "map upsampling: bilinear (default) or nearest (shows the patches)")
+        ->check(CLI::IsMember({"bilinear", "nearest"}));
+    app.add_option("--alpha", o.alpha, "weight of the heatmap over the image, 0..1 (default 0.6)")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--color_scale,--color-scale", o.color_scale,
+                   "column (default: base and fine-tuned share each column's scale), panel (each its own) or figure")
+        ->check(CLI::IsMember({"column", "panel", "figure"}));
+    app.add_flag("--verbose,-v", o.verbose, "print per-stage timings and the head's execution path");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "glimpse-compare: %s (see --help)\n", e.what());
+        return 1;
+    }
+#ifdef _OPENMP
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
+    try {
+        const device_spec dev = parse_device(o.device);
+        glimpse::detail::check(!o.batch.empty() || !o.image_path.empty(), "give --image_path (or --batch FILE.jsonl)");
+        (void)cmp::parse_task_type(o.task);
+        (void)cmp::parse_box_format(o.box_format);
+        if (!dev.cuda) {
+            glimpse::cpu be;
+            return run_on(be, o, "cpu");
+        }
+        glimpse::detail::fail("--device ", o.device, ": the CUDA backend is not built");
+    } catch (const std::exception& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "glimpse-compare: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "glimpse-compare: unknown error\n");
+    }
+    return 1;
+}
