@@ -87,7 +87,7 @@ fi
 
 if has encoders; then
   stamp "glimpse_bench_encoders 448 rows (CPU; writes the full-size random checkpoints)"
-  $build/bench/glimpse_bench_encoders --benchmark_filter='encode/.*/448' --benchmark_min_time=0 \
+  $build/bench/glimpse_bench_encoders --benchmark_filter='encode/.*/448' \
     || note "bench_encoders FAILED"
 fi
 

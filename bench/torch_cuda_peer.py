@@ -130,6 +130,17 @@ def grid_side(side, c):
     return round(side / f) * c["spatial_merge_size"]
 
 
+def window_segments(gs, c):
+    """Qwen2.5-VL's window sizes (in patches) for a gs x gs grid: windows of v x v merged tokens
+    in raster order, the ragged ones at the right and bottom edges cut (transformers'
+    get_vision_window_index without its padding)."""
+    m = c["spatial_merge_size"]
+    v = c["window_size"] // c["patch_size"] // m
+    g = gs // m
+    n = -(-g // v)
+    return [min(v, g - a * v) * min(v, g - b * v) * m * m for a in range(n) for b in range(n)]
+
+
 def encoder_flops(family, c, gs):
     N = gs * gs
     D, I = c["hidden_size"], c["intermediate_size"]
@@ -138,11 +149,7 @@ def encoder_flops(family, c, gs):
     flop += c["depth"] * (8 * N * D * D + (3 if q25 else 2) * 2 * N * D * I)
     full = 4 * N * N * D
     if q25:
-        from transformers.vision_utils import get_vision_window_index
-        grid = torch.tensor([[1, gs, gs]])
-        _, cu = get_vision_window_index(grid, spatial_merge_size=c["spatial_merge_size"],
-                                        window_size=c["window_size"], patch_size=c["patch_size"])
-        segs = (cu[1:] - cu[:-1]).tolist()
+        segs = window_segments(gs, c)
         nf = len(c["fullatt_block_indexes"])
         flop += nf * full + (c["depth"] - nf) * sum(4 * s * s * D for s in segs)
     else:
