@@ -130,3 +130,19 @@ TEMPLATE_TEST_CASE("backward ops reject mismatched shapes with the same message"
     CHECK_THAT(msg([&] { be.layer_norm_backward(x.cv(), w.cv(), 1e-6f, y.cv(), out.v(), view{}); }),
                Contains("layer_norm_backward: dy [4, 5] vs x [4, 6]"));
 }
+
+// The optimiser and the gate gradients apply add/mul to [D] and [1] tensors: the
+// reference's elementwise ops must take any rank (xt::eval gave them a fixed rank 4).
+TEST_CASE("elementwise ops of both backends take rank-1 and rank-3 operands", "[backend][grad]") {
+    tensor a = randn(shape{40}, 1), b = randn(shape{40}, 2), x = randn(shape{3, 5, 8}, 3), y = randn(shape{3, 5, 8}, 4);
+    tensor r = randn(shape{8}, 5);
+    check_op("add rank 1", a.shape(), [&](auto& be, const view& o) { be.add(a.cv(), b.cv(), o, -0.5f); });
+    check_op("mul rank 1", a.shape(), [&](auto& be, const view& o) { be.mul(a.cv(), b.cv(), o); });
+    check_op(
+        "swiglu rank 1", a.shape(), [&](auto& be, const view& o) { be.swiglu(a.cv(), b.cv(), o); }, 1e-6);
+    check_op("add rank 3", x.shape(), [&](auto& be, const view& o) { be.add(x.cv(), y.cv(), o, 2.0f); });
+    check_op("mul rank 3 broadcast", x.shape(), [&](auto& be, const view& o) { be.mul(x.cv(), r.cv(), o); });
+    check_op(
+        "activate_backward rank 1", a.shape(),
+        [&](auto& be, const view& o) { be.activate_backward(activation::gelu_erf, a.cv(), b.cv(), o); }, 5e-6);
+}

@@ -116,12 +116,12 @@ public:
 
     void add(const cview& a, const cview& b, const view& out, float alpha) {
         detail::check_binary(a, b, out, "add");
-        detail::from_xarray(xt::eval(detail::to_xarray(a) + static_cast<double>(alpha) * detail::to_xarray(b)), out);
+        detail::from_xarray(xt::xarray<double>(detail::to_xarray(a) + static_cast<double>(alpha) * detail::to_xarray(b)), out);
     }
 
     void mul(const cview& a, const cview& b, const view& out) {
         detail::check_binary(a, b, out, "mul");
-        detail::from_xarray(xt::eval(detail::to_xarray(a) * detail::to_xarray(b)), out);
+        detail::from_xarray(xt::xarray<double>(detail::to_xarray(a) * detail::to_xarray(b)), out);
     }
 
     void activate(activation act, const cview& x, const view& out) {
@@ -136,7 +136,7 @@ public:
         detail::check_same(up, out, "swiglu");
         auto G = detail::to_xarray(gate);
         for (auto& e : G) e = detail::act_ref(activation::silu, e);
-        detail::from_xarray(xt::eval(G * detail::to_xarray(up)), out);
+        detail::from_xarray(xt::xarray<double>(G * detail::to_xarray(up)), out);
     }
 
     void softmax_rows(const view& x, float scale) {
@@ -268,7 +268,7 @@ public:
         detail::check_activate_backward(x, dy, dx);
         auto X = detail::to_xarray(x);
         for (auto& e : X) e = detail::act_grad_ref(act, e);
-        detail::from_xarray(xt::eval(X * detail::to_xarray(dy)), dx);
+        detail::from_xarray(xt::xarray<double>(X * detail::to_xarray(dy)), dx);
     }
 
     // y = x_hat . w, x_hat = x r, r = 1/sqrt(mean(x^2) + eps):
