@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <glimpse/backend/cpu.hpp>
+#include <glimpse/backend/cuda/flash_attention.hpp>
 
 #include "cuda/cuda_test_util.hpp"
 
@@ -145,4 +146,28 @@ TEST_CASE("cuda flash and reference kernels agree on windowed attention at Qwen 
     const auto e = compare(fast.cv(), ref.cv());
     INFO("flash vs reference kernel: rel " << e.rel());
     REQUIRE(e.rel() < test::kBf16);
+}
+
+TEST_CASE("flash traits: d = 72 and 80 execute the problem's FLOPs, no padding to 96/128", "[cuda][flash][traits]") {
+    // Proven without a device: the step counts the kernel is instantiated with.
+    using glimpse::detail::cuda_impl::flash_traits;
+    auto mma_flops_per_tile = []<int D>() {
+        using T = flash_traits<D>;
+        // Q K^T: 64 x 64 scores over k16 steps of 16 and k8 steps of 8; P V: d/8 tiles of 8 columns over 64 keys.
+        return 2.0 * T::block_q * T::block_k * (T::k16_steps * 16 + T::k8_steps * 8) +
+               2.0 * T::block_q * T::block_k * (T::n_tiles_d * 8);
+    };
+    CHECK(mma_flops_per_tile.operator()<64>() == 4.0 * 64 * 64 * 64);
+    CHECK(mma_flops_per_tile.operator()<72>() == 4.0 * 64 * 64 * 72);
+    CHECK(mma_flops_per_tile.operator()<80>() == 4.0 * 64 * 64 * 80);
+    CHECK(mma_flops_per_tile.operator()<128>() == 4.0 * 64 * 64 * 128);
+    CHECK((flash_traits<72>::k16_steps == 4 && flash_traits<72>::k8_steps == 1 && flash_traits<72>::n_tiles_d == 9));
+    CHECK((flash_traits<80>::k16_steps == 5 && flash_traits<80>::k8_steps == 0 && flash_traits<80>::n_tiles_d == 10));
+    // Shared memory per block: two stages of K and V tiles, 64 rows of `pitch` halves.
+    CHECK(flash_traits<72>::smem_bytes == 2 * 2 * 64 * 72 * 2);
+    CHECK(flash_traits<80>::smem_bytes == 2 * 2 * 64 * 88 * 2);
+    CHECK(flash_traits<128>::smem_bytes == 2 * 2 * 64 * 136 * 2);
+    CHECK(glimpse::detail::cuda_impl::head_dim_switch(80, []<int D>() { return D; }) == 80);
+    CHECK_THROWS_WITH(glimpse::detail::cuda_impl::head_dim_switch(96, []<int D>() { return D; }),
+                      Catch::Contains("no tensor-core kernel for head dim 96"));
 }
