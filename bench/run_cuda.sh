@@ -9,7 +9,10 @@
 #   bench/run_cuda.sh                # THERE (the GPU machine, no network): unpacks .deps/*.deb
 #                                    # into /tmp/glimpse-deps when the libraries are missing
 #
-# From the device tool: run(command="bench/run_cuda.sh", carry=[".deps"], timeout_s=600).
+# From the device tool (10 minutes a call: two calls, back to back so the build is kept warm;
+# the second rebuilds incrementally, or from scratch on a fresh machine):
+#   run(command="GLIMPSE_RUN_STEPS=build,test,memcheck bench/run_cuda.sh", carry=[".deps"], timeout_s=600)
+#   run(command="GLIMPSE_RUN_STEPS=build,encoders,bench,peer bench/run_cuda.sh", carry=[".deps"], timeout_s=600)
 # Writes to $OUT (or build/gpu-out): run_cuda.log (everything), ctest_cuda.log, memcheck.log,
 # bench_cuda.json, torch_peer.json, summary.txt (the last lines printed). Environment:
 # GLIMPSE_RUN_STEPS (default "build,test,memcheck,bench,peer,encoders"; drop steps to fit a lease),
