@@ -285,6 +285,7 @@ int main(int argc, char** argv) {
         "Interrupted (Ctrl-C) or killed: rerun the same command with --resume.");
     args a;
     int threads = 0;
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later --x overrides
     app.add_option("--model", a.model, "Hugging Face checkpoint directory (config.json + safetensors)")->required();
     app.add_option("--data", a.data, "training examples (.jsonl)")->required();
     app.add_option("--out", a.out, "run directory: head, record, training state")->required();

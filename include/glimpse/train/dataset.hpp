@@ -99,6 +99,7 @@ inline nlohmann::json parse_line(const std::string& text) {
                     " is not a JSON number (a box coordinate must be a finite number)");
         std::string what = ex.what();
         if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
+        if (what.find("number overflow") != std::string::npos) what += " (a box coordinate must be a finite number)";
         bad("not valid JSON: " + what);
     }
     if (!dup.empty()) bad("key '" + dup + "' appears twice");

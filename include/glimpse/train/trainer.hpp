@@ -334,18 +334,23 @@ public:
     void restore(const train_state& st) {
         detail::check(st.step <= total_steps(), "resume: the checkpoint is at step ", st.step, " of a run of ",
                       total_steps(), " steps");
-        std::size_t i = 0;
+        std::vector<std::size_t> at;  // checkpoint index of each head parameter, in visit order
         head_->visit(prefix_, [&](const std::string& n, tensor_t& p) {
-            detail::check(i < st.names.size() && st.names[i] == n && st.params[i].shape() == p.shape(),
-                          "resume: the checkpoint's parameter ", i, " is '", i < st.names.size() ? st.names[i] : "",
-                          "', the head's is '", n, "' ", p.shape().str());
+            const auto it = std::find(st.names.begin(), st.names.end(), n);
+            detail::check(it != st.names.end(), "resume: the checkpoint has no parameter '", n, "'");
+            const auto i = static_cast<std::size_t>(it - st.names.begin());
+            detail::check(st.params[i].shape() == p.shape(), "resume: the checkpoint's '", n, "' is ",
+                          st.params[i].shape().str(), ", the head's ", p.shape().str());
             be_->copy(st.params[i].cv(), p.v());
-            ++i;
+            at.push_back(i);
         });
-        detail::check(i == st.names.size(), "resume: the checkpoint has ", st.names.size(), " parameters, the head ", i);
+        detail::check(at.size() == st.names.size(), "resume: the checkpoint has ", st.names.size(),
+                      " parameters, the head ", at.size());
         std::vector<tensor> m, v;
-        for (const auto& t : st.exp_avg) m.push_back(t.clone());
-        for (const auto& t : st.exp_avg_sq) v.push_back(t.clone());
+        for (const auto i : at) {
+            m.push_back(st.exp_avg[i].clone());
+            v.push_back(st.exp_avg_sq[i].clone());
+        }
         optim_.restore(st.step, std::move(m), std::move(v));
         losses_ = st.losses;
         history_ = st.record.contains("metrics") ? st.record.at("metrics") : nlohmann::json::array();
