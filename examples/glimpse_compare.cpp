@@ -23,7 +23,7 @@
 #include <omp.h>
 #endif
 
-#include <glimpse/backend/cpu.hpp>
+#include <glimpse/backend/device.hpp>
 #include <glimpse/compare/attention_comparison.hpp>
 #include <glimpse/compare/batch.hpp>
 #include <glimpse/compare/outputs.hpp>
@@ -42,33 +42,9 @@ struct options {
     std::uint64_t seed = 0;
     int threads = 0;
     std::int64_t panel_size = 360;
-    double alpha = 0.6;
+    double alpha = 0.5;
     bool verbose = false;
 };
-
-// The execution device. Only the CPU backend exists; the CUDA backend (issue 7)
-// plugs in here: parse "cuda:N", construct its backend, call run_on<cuda>.
-struct device_spec {
-    bool cuda = false;
-    int index = 0;
-};
-
-device_spec parse_device(const std::string& s) {
-    if (s == "cpu") return {};
-    if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
-        const std::string idx = s == "cuda" ? "0" : s.substr(5);
-        glimpse::detail::check(!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos,
-                               "--device '", s, "': expected cpu or cuda:N (N a device index)");
-#ifdef GLIMPSE_HAVE_CUDA_BACKEND
-        return {true, std::stoi(idx)};
-#else
-        glimpse::detail::fail("--device ", s, ": no CUDA device available to glimpse: this build has no CUDA backend "
-                                             "(it is not written yet; configure with -DGLIMPSE_CUDA=ON once it lands). "
-                                             "Use --device cpu");
-#endif
-    }
-    glimpse::detail::fail("--device '", s, "': expected cpu or cuda:N");
-}
 
 std::string mass_line(const char* label, double uni, double a, double b) {
     char line[160];
@@ -316,7 +292,7 @@ int main(int argc, char** argv) {
     app.add_option("--box_format,--box-format", o.box_format,
                    "pixels (original-image pixels, x right, y down, x1 < x2, y1 < y2; default) or norm1000 "
                    "(Qwen3-VL's 0..1000 coordinates)");
-    app.add_option("--device", o.device, "cpu (default) or cuda:N (needs the CUDA backend, not built yet)");
+    app.add_option("--device", o.device, "cpu (default) or cuda:N (needs a build with the CUDA backend, -DGLIMPSE_CUDA=ON)");
     app.add_option("--batch", o.batch,
                    "JSON lines {\"image\", \"person_box\", \"object_box\", [\"action\", \"object_category\", "
                    "\"task_type\", \"id\"]}: every image, each model loaded once; re-running skips images already done");
@@ -326,7 +302,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(std::int64_t{64}, std::int64_t{2048}));
     app.add_option("--interpolation", o.interpolation, "map upsampling: bilinear (default) or nearest (shows the patches)")
         ->check(CLI::IsMember({"bilinear", "nearest"}));
-    app.add_option("--alpha", o.alpha, "weight of the heatmap over the image, 0..1 (default 0.6)")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--alpha", o.alpha, "weight of the heatmap over the image, 0..1 (default 0.5)")->check(CLI::Range(0.0, 1.0));
     app.add_option("--color_scale,--color-scale", o.color_scale,
                    "column (default: base and fine-tuned share each column's scale), panel (each its own) or figure")
         ->check(CLI::IsMember({"column", "panel", "figure"}));
@@ -343,15 +319,13 @@ int main(int argc, char** argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
     try {
-        const device_spec dev = parse_device(o.device);
+        // The device seam (backend/device.hpp): cpu, or cuda:N in a build with the CUDA backend.
+        const glimpse::device_spec dev = glimpse::parse_device(o.device);
         glimpse::detail::check(!o.batch.empty() || !o.image_path.empty(), "give --image_path (or --batch FILE.jsonl)");
         (void)cmp::parse_task_type(o.task);
         (void)cmp::parse_box_format(o.box_format);
-        if (!dev.cuda) {
-            glimpse::cpu be;
-            return run_on(be, o, "cpu");
-        }
-        glimpse::detail::fail("--device ", o.device, ": the CUDA backend is not built");
+        const std::string dev_name = dev.str();
+        return glimpse::with_backend(dev, [&](auto& be) { return run_on(be, o, dev_name.c_str()); });
     } catch (const std::exception& e) {
         std::fflush(stdout);
         std::fprintf(stderr, "glimpse-compare: %s\n", e.what());

@@ -31,7 +31,7 @@ inline color_scale parse_color_scale(std::string_view s) {
 struct figure_options {
     color_scale scale = color_scale::column;
     std::int64_t panel_long_side = 360;
-    double alpha = 0.6;
+    double alpha = 0.5;
     viz::interpolation interp = viz::interpolation::bilinear;
     std::string model_note;  // appended to the footer (e.g. "the bundled encoder is tiny and random")
 };
