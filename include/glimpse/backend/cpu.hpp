@@ -870,7 +870,9 @@ public:
             detail::cpu_impl::ArrMap o(op + i * ldo, n);
             constexpr float k = 0.7978845608028654f, c = 0.044715f;
             switch (act) {
-                case activation::identity: o = gr; break;
+                case activation::identity:
+                    o = gr;
+                    break;
                 case activation::silu: {
                     const Eigen::ArrayXf sg = 1.0f / (1.0f + (-xr).exp());
                     o = gr * sg * (1.0f + xr * (1.0f - sg));
@@ -878,7 +880,8 @@ public:
                 }
                 case activation::gelu_tanh: {
                     const Eigen::ArrayXf t = (k * (xr + c * xr.cube())).tanh();
-                    o = gr * (0.5f * (1.0f + t) + 0.5f * xr * (1.0f - t.square()) * k * (1.0f + 3.0f * c * xr.square()));
+                    o = gr *
+                        (0.5f * (1.0f + t) + 0.5f * xr * (1.0f - t.square()) * k * (1.0f + 3.0f * c * xr.square()));
                     break;
                 }
                 case activation::gelu_erf:
@@ -894,8 +897,8 @@ public:
 
     void rms_norm_backward(const cview& x, const cview& w, float eps, const cview& dy, const view& dx, const view& dw) {
         detail::check_norm_backward(x, w, dy, dx, dw, "rms_norm_backward");
-        norm_backward_rows(x, w, dy, dx, dw, [eps](detail::cpu_impl::ArrMapC xr, detail::cpu_impl::ArrMapC gr,
-                                                   const Eigen::ArrayXf& W, float* o, double* acc) {
+        const auto row = [eps](detail::cpu_impl::ArrMapC xr, detail::cpu_impl::ArrMapC gr, const Eigen::ArrayXf& W,
+                               float* o, double* acc) {
             const auto n = xr.size();
             const float r = 1.0f / std::sqrt(static_cast<float>(xr.square().cast<double>().mean()) + eps);
             const Eigen::ArrayXf xh = xr * r;
@@ -903,14 +906,15 @@ public:
             const auto c = static_cast<float>((g.cast<double>() * xh.cast<double>()).mean());
             if (acc) Eigen::Map<Eigen::ArrayXd>(acc, n) += (gr * xh).cast<double>();
             detail::cpu_impl::ArrMap(o, n) = r * (g - xh * c);
-        });
+        };
+        norm_backward_rows(x, w, dy, dx, dw, row);
     }
 
     void layer_norm_backward(const cview& x, const cview& w, float eps, const cview& dy, const view& dx,
                              const view& dw) {
         detail::check_norm_backward(x, w, dy, dx, dw, "layer_norm_backward");
-        norm_backward_rows(x, w, dy, dx, dw, [eps](detail::cpu_impl::ArrMapC xr, detail::cpu_impl::ArrMapC gr,
-                                                   const Eigen::ArrayXf& W, float* o, double* acc) {
+        const auto row = [eps](detail::cpu_impl::ArrMapC xr, detail::cpu_impl::ArrMapC gr, const Eigen::ArrayXf& W,
+                               float* o, double* acc) {
             const auto n = xr.size();
             const double mu = xr.cast<double>().mean();
             const double var = (xr.cast<double>() - mu).square().mean();
@@ -921,7 +925,8 @@ public:
             const auto c = static_cast<float>((g.cast<double>() * xh.cast<double>()).mean());
             if (acc) Eigen::Map<Eigen::ArrayXd>(acc, n) += (gr * xh).cast<double>();
             detail::cpu_impl::ArrMap(o, n) = r * (g - gm - xh * c);
-        });
+        };
+        norm_backward_rows(x, w, dy, dx, dw, row);
     }
 
 private:

@@ -59,7 +59,8 @@ inline double act_grad_ref(activation a, double x) {
     constexpr double kSqrt2OverPi = 0.79788456080286535588;
     constexpr double kInvSqrt2Pi = 0.39894228040143267794;
     switch (a) {
-        case activation::identity: return 1.0;
+        case activation::identity:
+            return 1.0;
         case activation::silu: {
             const double sg = 1.0 / (1.0 + std::exp(-x));
             return sg * (1.0 + x * (1.0 - sg));
@@ -116,7 +117,8 @@ public:
 
     void add(const cview& a, const cview& b, const view& out, float alpha) {
         detail::check_binary(a, b, out, "add");
-        detail::from_xarray(xt::xarray<double>(detail::to_xarray(a) + static_cast<double>(alpha) * detail::to_xarray(b)), out);
+        detail::from_xarray(
+            xt::xarray<double>(detail::to_xarray(a) + static_cast<double>(alpha) * detail::to_xarray(b)), out);
     }
 
     void mul(const cview& a, const cview& b, const view& out) {
