@@ -96,6 +96,9 @@ TEST_CASE("head K/V cache: forward on prepared K/V equals forward, every path, m
                 GLIMPSE_REQUIRE_CLOSE(d2.cv(), d1.cv(), 1e-5);
                 GLIMPSE_REQUIRE_CLOSE(m2.pooled.cv(), m1.pooled.cv(), 1e-5);
                 GLIMPSE_REQUIRE_CLOSE(m2.mean.cv(), m1.mean.cv(), 1e-5);
+                heatmap::head_maps<cpu> m3;  // maps only: no projection, no MLP, same maps
+                head.attn.attention_maps_only(be, kv.attn, hd.cv(), kv.cos.cv(), kv.sin.cv(), req, m3, path);
+                GLIMPSE_REQUIRE_CLOSE(m3.pooled.cv(), m1.pooled.cv(), 1e-5);
             }
         }
         CHECK(head.attn.choose_cached() == (rope ? heatmap::head_path::generic : heatmap::head_path::dedup));

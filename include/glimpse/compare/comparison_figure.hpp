@@ -85,7 +85,8 @@ inline viz::figure_spec make_figure(const comparison_result& r, const figure_opt
     s.row_sublabels = {detail::head_label(r.base), detail::head_label(r.finetuned)};
 
     std::vector<viz::box_outline> all;
-    for (const auto& b : r.boxes) all.push_back({b.b, box_color(b.key), 2});
+    for (const auto& b : r.boxes)  // the union is implied by the two boxes
+        if (b.key != "interaction") all.push_back({b.b, box_color(b.key), 2});
 
     for (const auto* m : {&r.base, &r.finetuned}) {
         std::vector<viz::panel_spec> row;

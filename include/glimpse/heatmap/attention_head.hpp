@@ -187,6 +187,22 @@ public:
     tensor_t forward(B& be, const head_kv<B>& kv, const cview& heatmap, const cview& cos = {}, const cview& sin = {},
                      const maps_request& req = {}, head_maps<B>* maps = nullptr,
                      head_path want = head_path::automatic) const {
+        return cached(be, kv, heatmap, cos, sin, req, maps, want, true);
+    }
+
+    // Only the attention maps of forward(kv, ...): the output projection (and,
+    // in head_block, the MLP) is skipped — what a tool that draws maps needs.
+    void attention_maps_only(B& be, const head_kv<B>& kv, const cview& heatmap, const cview& cos, const cview& sin,
+                             const maps_request& req, head_maps<B>& maps, head_path want = head_path::automatic) const {
+        detail::check(req.any(), "heatmap head: attention_maps_only without a maps request");
+        (void)cached(be, kv, heatmap, cos, sin, req, &maps, want, false);
+    }
+
+private:
+    // forward on cached K/V; project = false stops before the output projection
+    // and returns an empty tensor.
+    tensor_t cached(B& be, const head_kv<B>& kv, const cview& heatmap, const cview& cos, const cview& sin,
+                    const maps_request& req, head_maps<B>* maps, head_path want, bool project) const {
         const std::int64_t S = kv.tokens(), D = dim(), H = heads, d = head_dim();
         detail::check(S > 0 && kv.k.shape() == shape{S, D} && kv.v.shape() == shape{S, D} && kv.rotated == rope,
                       "heatmap head: K/V cache does not belong to this head (features ", kv.x.shape().str(), ", D=", D,
@@ -217,6 +233,7 @@ public:
             auto o = be.alloc(shape{S, H, d}, dtype::f32);
             be.attention(q3, kv.k.cv().reshape(shape{S, H, d}), kv.v.cv().reshape(shape{S, H, d}), o.v(),
                          attention_args{scale, cview{}, {}, am});
+            if (!project) return tensor_t{};
             return proj(be, o.cv().reshape(shape{S, D}));
         }
 
@@ -240,13 +257,13 @@ public:
             if (!am.pooled.empty()) wv = weights_by_value(be, req.query_weights, dv);
             expand_maps(be, probs.cv(), dv.inverse, am, wv.cv());
         }
+        if (!project) return tensor_t{};
         auto out_u = proj(be, vbar.cv());
         auto out = be.alloc(shape{S, D}, dtype::f32);
         be.gather_rows(out_u.cv(), dv.inverse, out.v());
         return out;
     }
 
-private:
     static void check_config(std::int64_t dim, std::int64_t heads, bool rope) {
         detail::check(dim > 0 && heads > 0 && dim % heads == 0, "heatmap head: dim ", dim,
                       " is not divisible by heads ", heads);

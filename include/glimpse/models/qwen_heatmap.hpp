@@ -363,7 +363,8 @@ public:
     }
 
     // attend() with the head's K/V from `cache` (prepare_head of the same f):
-    // the same maps up to f32 rounding, only the heatmap-dependent work done.
+    // the same maps up to f32 rounding, only the heatmap-dependent work done
+    // (without delta_out, not even the output projection and the MLP).
     raster_attention attend(B& be, const site_features<B>& f, const head_cache<B>& cache, const cview& raster_heatmap,
                             std::span<const std::uint8_t> query_mask = {}, tensor_t* delta_out = nullptr) const {
         return attend_impl(be, f, &cache, raster_heatmap, query_mask, delta_out);
@@ -406,6 +407,11 @@ private:
         std::visit(
             [&](const auto& h) {
                 const auto& e = h.entries()[0];
+                if (cache && !delta_out) {  // maps only: no output projection, no MLP
+                    e.head.attn.attention_maps_only(be, cache->kv.attn, heat_dev.cv(), cache->kv.cos.cv(),
+                                                    cache->kv.sin.cv(), req, maps);
+                    return;
+                }
                 auto d = cache ? e.head.delta(be, cache->kv, heat_dev.cv(), req, &maps)
                                : e.head.delta(be, heatmap::head_inputs{f.x.cv(), heat_dev.cv(), f.cos.cv(), f.sin.cv()},
                                               req, &maps);
