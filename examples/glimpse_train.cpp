@@ -172,8 +172,9 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     }
 
     std::printf("glimpse %s: train the heatmap head (backend: cpu, encoder frozen)\n", GLIMPSE_VERSION_STRING);
-    std::printf("  model    %s (%s, depth %lld, D=%lld)\n", a.model.c_str(), std::string(models::name(cfg.family)).c_str(),
-                static_cast<long long>(cfg.depth), static_cast<long long>(cfg.hidden_size));
+    std::printf("  model    %s (%s, depth %lld, D=%lld)\n", a.model.c_str(),
+                std::string(models::name(cfg.family)).c_str(), static_cast<long long>(cfg.depth),
+                static_cast<long long>(cfg.hidden_size));
     std::printf("  head     %s, D=%lld, H=%lld, I=%lld, RoPE %s; start: %s\n",
                 base["head"]["kind"].get<std::string>().c_str(), static_cast<long long>(hc.dim),
                 static_cast<long long>(hc.heads), static_cast<long long>(hc.intermediate), hc.rope ? "on" : "off",
@@ -181,12 +182,13 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     std::printf("  data     %zu training examples, %zu held out, %zu images encoded in %.1f s%s\n", tr.train_size(),
                 tr.heldout_size(), cache.images.size(), enc_s,
                 skipped ? (", " + std::to_string(skipped) + " bad lines skipped").c_str() : "");
-    std::printf("  run      %lld epochs x %lld steps (batch %lld) = %lld steps, lr %g (warm-up %lld, cosine), "
-                "weight decay %g, clip %g, feature weight %g, seed %llu\n",
-                static_cast<long long>(a.opt.epochs), static_cast<long long>(tr.steps_per_epoch()),
-                static_cast<long long>(a.opt.batch), static_cast<long long>(tr.total_steps()), a.opt.lr,
-                static_cast<long long>(tr.schedule().warmup), a.opt.adam.weight_decay, a.opt.clip,
-                a.opt.objective.feature_weight, static_cast<unsigned long long>(a.opt.seed));
+    std::printf(
+        "  run      %lld epochs x %lld steps (batch %lld) = %lld steps, lr %g (warm-up %lld, cosine), "
+        "weight decay %g, clip %g, feature weight %g, seed %llu\n",
+        static_cast<long long>(a.opt.epochs), static_cast<long long>(tr.steps_per_epoch()),
+        static_cast<long long>(a.opt.batch), static_cast<long long>(tr.total_steps()), a.opt.lr,
+        static_cast<long long>(tr.schedule().warmup), a.opt.adam.weight_decay, a.opt.clip,
+        a.opt.objective.feature_weight, static_cast<unsigned long long>(a.opt.seed));
     if (resume) std::printf("  resume   from step %lld of %s\n", static_cast<long long>(tr.step()), a.out.c_str());
     std::fflush(stdout);
 
@@ -196,13 +198,14 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     hooks.on_step = [&](const train::step_report& r) { bar.update(r.step, r.epoch, r.loss, r.lr); };
     hooks.on_epoch = [&](const nlohmann::json& e) {
         char buf[64] = "";
-        if (!e.at("train_loss").is_null()) std::snprintf(buf, sizeof buf, "train loss %.4f, ", e.at("train_loss").get<double>());
-        bar.note("epoch " + std::to_string(e.at("epoch").get<long long>()) + ": " + buf +
-                 "held-out mass in box: " + fmt3(e.at("heldout"), "mass_in_box") +
-                 (e.at("heldout").is_null() ? std::string()
-                                            : "  (feature change " +
-                                                  std::to_string(e.at("heldout").at("feature_change").get<double>()) +
-                                                  ")"));
+        if (!e.at("train_loss").is_null())
+            std::snprintf(buf, sizeof buf, "train loss %.4f, ", e.at("train_loss").get<double>());
+        bar.note(
+            "epoch " + std::to_string(e.at("epoch").get<long long>()) + ": " + buf +
+            "held-out mass in box: " + fmt3(e.at("heldout"), "mass_in_box") +
+            (e.at("heldout").is_null()
+                 ? std::string()
+                 : "  (feature change " + std::to_string(e.at("heldout").at("feature_change").get<double>()) + ")"));
     };
     hooks.stop_requested = [&] { return g_stop != 0 || (a.stop_after > 0 && tr.step() - start >= a.stop_after); };
     const bool complete = tr.run(a.out, base, hooks);
@@ -211,7 +214,8 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     const auto& hist = tr.history();
     const double secs = bar.elapsed_s();
     std::printf("  trained  steps %lld..%lld in %.1f s (%.1f steps/s)\n", static_cast<long long>(start),
-                static_cast<long long>(tr.step()), secs, secs > 0 ? static_cast<double>(tr.step() - start) / secs : 0.0);
+                static_cast<long long>(tr.step()), secs,
+                secs > 0 ? static_cast<double>(tr.step() - start) / secs : 0.0);
     if (!hist.empty() && !hist.front().at("heldout").is_null()) {
         std::printf("  held-out mass in box, before: %s\n", fmt3(hist.front().at("heldout"), "mass_in_box").c_str());
         std::printf("                        after:  %s\n", fmt3(hist.back().at("heldout"), "mass_in_box").c_str());
@@ -236,9 +240,11 @@ int run(args& a) {
     // Everything the user typed is checked before anything slow or anything written.
     const bool have = train::has_checkpoint(a.out);
     if (a.resume && !have)
-        glimpse::detail::fail("--resume: '", a.out, "' holds no checkpoint (", std::string(train::state_file_name), ")");
+        glimpse::detail::fail("--resume: '", a.out, "' holds no checkpoint (", std::string(train::state_file_name),
+                              ")");
     if (!a.resume && have)
-        glimpse::detail::fail("--out '", a.out, "' already holds a training run; add --resume to continue it, or "
+        glimpse::detail::fail("--out '", a.out,
+                              "' already holds a training run; add --resume to continue it, or "
                               "choose another directory");
     train::dataset data = train::load_dataset(a.data, policy);
     std::vector<train::example> heldout;
@@ -252,8 +258,9 @@ int run(args& a) {
     } else if (a.heldout_fraction > 0) {
         heldout = train::split_heldout(data, a.heldout_fraction, a.opt.seed);
     } else {
-        std::fprintf(stderr, "glimpse-train: no held-out set (--heldout or --heldout-fraction): the metrics will be "
-                             "missing\n");
+        std::fprintf(stderr,
+                     "glimpse-train: no held-out set (--heldout or --heldout-fraction): the metrics will be "
+                     "missing\n");
     }
     std::optional<train::train_state> resume;
     if (a.resume) resume = train::load_train_state(a.out);
@@ -267,15 +274,17 @@ int run(args& a) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     if (enc.family() == models::qwen_family::qwen2_5_vl)
-        return train_kind<glimpse::heatmap::rms_swiglu>(be, a, enc, data, std::move(heldout), skipped, std::move(resume));
+        return train_kind<glimpse::heatmap::rms_swiglu>(be, a, enc, data, std::move(heldout), skipped,
+                                                        std::move(resume));
     return train_kind<glimpse::heatmap::ln_gelu_tanh>(be, a, enc, data, std::move(heldout), skipped, std::move(resume));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Fine-tune the heatmap head of a Qwen2.5-VL / Qwen3-VL checkpoint on box-annotated images, the "
-                 "encoder frozen (objective: docs/training.md)."};
+    CLI::App app{
+        "Fine-tune the heatmap head of a Qwen2.5-VL / Qwen3-VL checkpoint on box-annotated images, the "
+        "encoder frozen (objective: docs/training.md)."};
     app.footer(
         "Example (the bundled fine-tune, about a minute on 2 cores):\n"
         "  glimpse-train --model tests/data/qwen3_vl_tiny --data examples/data/train/train.jsonl \\\n"
@@ -308,8 +317,7 @@ int main(int argc, char** argv) {
     app.add_option("--boxes", a.boxes, "boxes trained on, comma-separated from person,object,union")
         ->capture_default_str();
     app.add_option("--seed", a.opt.seed, "example order (and --heldout-fraction's split)")->capture_default_str();
-    app.add_option("--head-seed", a.head_seed, "seed of the untrained head the run starts from")
-        ->capture_default_str();
+    app.add_option("--head-seed", a.head_seed, "seed of the untrained head the run starts from")->capture_default_str();
     app.add_option("--init", a.init, "start from this head directory (a previous run) instead of a seeded head");
     app.add_option("--save-every", a.opt.save_every, "checkpoint every N steps (also at every epoch's end)")
         ->capture_default_str();
@@ -317,8 +325,9 @@ int main(int argc, char** argv) {
     app.add_option("--on-bad-line", a.on_bad_line, "a line that cannot be used: skip it (reported) or reject the file")
         ->check(CLI::IsMember({"skip", "reject"}))
         ->capture_default_str();
-    app.add_option("--stop-after", a.stop_after, "checkpoint and stop after N steps of this invocation (0: run to "
-                                                 "the end)")
+    app.add_option("--stop-after", a.stop_after,
+                   "checkpoint and stop after N steps of this invocation (0: run to "
+                   "the end)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--threads", threads, "CPU threads (default: all; resuming is bit-exact with the same count)")
         ->check(CLI::PositiveNumber);

@@ -48,10 +48,10 @@ TEST_CASE("AdamW + warm-up/cosine + clipping match torch step by step", "[train]
         shapes.push_back(params.back().shape());
     }
     train::adamw opt(o, names, shapes);
-    CHECK(opt.decays(0));    // layer.weight [4, 3]
-    CHECK(!opt.decays(1));   // layer.bias [4]
-    CHECK(!opt.decays(2));   // norm.weight [3]
-    CHECK(opt.decays(3));    // proj.weight [2, 4]
+    CHECK(opt.decays(0));   // layer.weight [4, 3]
+    CHECK(!opt.decays(1));  // layer.bias [4]
+    CHECK(!opt.decays(2));  // norm.weight [3]
+    CHECK(opt.decays(3));   // proj.weight [2, 4]
 
     // Same f32 operation order as torch: the observed difference is at most one
     // f32 ulp of the parameters' scale (4.5e-8 relative); bound 5e-7.

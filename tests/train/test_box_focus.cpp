@@ -50,10 +50,9 @@ void check_kind(const std::string& kind) {
         const std::string ex = "ex" + std::to_string(e);
         const auto [gh, gw] = pair_of(fx.s(ex + ".grid"));
         const auto [iw, ih] = pair_of(fx.s(ex + ".image_wh"));
-        const auto targets = train::make_focus_targets(train::all_box_kinds, box_of(fx["in." + ex + ".person_box"]),
-                                                       box_of(fx["in." + ex + ".object_box"]), static_cast<double>(iw),
-                                                       static_cast<double>(ih), gh, gw,
-                                                       heatmap::token_order::identity(gh * gw));
+        const auto targets = train::make_focus_targets(
+            train::all_box_kinds, box_of(fx["in." + ex + ".person_box"]), box_of(fx["in." + ex + ".object_box"]),
+            static_cast<double>(iw), static_cast<double>(ih), gh, gw, heatmap::token_order::identity(gh * gw));
         const auto x = be.upload(fx["in." + p + ex + ".x"]);
         const auto cos = be.upload(fx["in." + p + ex + ".cos"]);
         const auto sin = be.upload(fx["in." + p + ex + ".sin"]);

@@ -54,33 +54,35 @@ TEST_CASE("dataset: good lines parse, paths resolve against the file's directory
 }
 
 TEST_CASE("dataset: every bad-line kind is reported with file:line and reason", "[train]") {
-    const std::string good = "{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 50, 100], \"object_box\": [40, 10, 100, 60]}";
+    const std::string good =
+        "{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 50, 100], \"object_box\": [40, 10, 100, 60]}";
     const std::pair<std::string, std::string> cases[] = {
-        {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 50, 100]", "not valid JSON"},           // 2: truncated
+        {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 50, 100]", "not valid JSON"},  // 2: truncated
         {"{\"image\": \"img/sq.png\", \"person_box\": [NaN, 0, 50, 100], \"object_box\": [0, 0, 1, 1]}",
-         "NaN is not a JSON number"},                                                                  // 3
+         "NaN is not a JSON number"},  // 3
         {"{\"image\": \"img/none.png\", \"person_box\": [0, 0, 5, 5], \"object_box\": [0, 0, 1, 1]}",
-         "no such file"},                                                                              // 4
+         "no such file"},  // 4
         {"{\"image\": \"img/broken.png\", \"person_box\": [0, 0, 5, 5], \"object_box\": [0, 0, 1, 1]}",
-         "cannot be read"},                                                                            // 5
+         "cannot be read"},  // 5
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 50, 101], \"object_box\": [0, 0, 1, 1]}",
-         "person_box [0, 0, 50, 101] is outside the 100x100 image"},                                   // 6
+         "person_box [0, 0, 50, 101] is outside the 100x100 image"},  // 6
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5, 5], \"object_box\": [30, 0, 10, 10]}",
-         "object_box [30, 0, 10, 10] is inverted or empty"},                                           // 7
+         "object_box [30, 0, 10, 10] is inverted or empty"},  // 7
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5, 5], \"object_box\": [3, 3, 3, 9]}",
-         "inverted or empty"},                                                                         // 8: empty
+         "inverted or empty"},  // 8: empty
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5, 1e999], \"object_box\": [0, 0, 1, 1]}",
-         "must be a finite number"},                                                                   // 9
-        {"{\"image\": \"img/sq.png\", \"object_box\": [0, 0, 1, 1]}", "missing \"person_box\""},     // 10
+         "must be a finite number"},                                                              // 9
+        {"{\"image\": \"img/sq.png\", \"object_box\": [0, 0, 1, 1]}", "missing \"person_box\""},  // 10
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5], \"object_box\": [0, 0, 1, 1]}",
-         "must be an array of 4 numbers"},                                                             // 11
+         "must be an array of 4 numbers"},  // 11
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, \"5\", 5], \"object_box\": [0, 0, 1, 1]}",
-         "must be an array of 4 numbers"},                                                             // 12
+         "must be an array of 4 numbers"},  // 12
         {"{\"image\": 3, \"person_box\": [0, 0, 5, 5], \"object_box\": [0, 0, 1, 1]}",
-         "\"image\" must be a non-empty string"},                                                      // 13
-        {"[1, 2, 3]", "not a JSON object"},                                                            // 14
-        {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5, 5], \"person_box\": [0, 0, 6, 6], \"object_box\": [0, 0, 1, 1]}",
-         "key 'person_box' appears twice"},                                                            // 15
+         "\"image\" must be a non-empty string"},  // 13
+        {"[1, 2, 3]", "not a JSON object"},        // 14
+        {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5, 5], \"person_box\": [0, 0, 6, 6], \"object_box\": [0, "
+         "0, 1, 1]}",
+         "key 'person_box' appears twice"},  // 15
     };
     std::string text = good + "\n";
     for (const auto& [line, _] : cases) text += line + "\n";
@@ -123,8 +125,10 @@ TEST_CASE("dataset: the held-out split is by image, seeded, and leaves both side
     for (int i = 0; i < 6; ++i) {
         fs::copy_file(test::data_path("images/square_100x100.png"), d.dir / "img" / ("s" + std::to_string(i) + ".png"));
         for (int j = 0; j < 2; ++j)
-            text += "{\"image\": \"img/s" + std::to_string(i) + ".png\", \"person_box\": [0, 0, 50, 100], "
-                    "\"object_box\": [" + std::to_string(j) + ", 0, 60, 60]}\n";
+            text += "{\"image\": \"img/s" + std::to_string(i) +
+                    ".png\", \"person_box\": [0, 0, 50, 100], "
+                    "\"object_box\": [" +
+                    std::to_string(j) + ", 0, 60, 60]}\n";
     }
     write(d.jsonl, text);
     auto a = train::load_dataset(d.jsonl, train::bad_line_policy::reject);

@@ -55,11 +55,14 @@ struct cli_data {
     cli_data() {
         const std::string img = std::string(GLIMPSE_EXAMPLES_DATA_DIR) + "/train/images/";
         std::ofstream(dir / "t.jsonl")
-            << "{\"image\": \"" << img << "cameraman_0_0_512x512_s625.jpg\", \"person_box\": [0, 38.75, 209.375, 320], "
+            << "{\"image\": \"" << img
+            << "cameraman_0_0_512x512_s625.jpg\", \"person_box\": [0, 38.75, 209.375, 320], "
                "\"object_box\": [155, 85, 207.5, 131.25]}\n"
-            << "{\"image\": \"" << img << "cameraman_0_0_512x512_s625.jpg\", \"person_box\": [0, 38.75, 209.375, 320], "
+            << "{\"image\": \"" << img
+            << "cameraman_0_0_512x512_s625.jpg\", \"person_box\": [0, 38.75, 209.375, 320], "
                "\"object_box\": [142.5, 112.5, 256.25, 320]}\n"
-            << "{\"image\": \"" << img << "astronaut_0_0_512x512_s625.jpg\", \"person_box\": [12.5, 9.375, 226.25, 320], "
+            << "{\"image\": \"" << img
+            << "astronaut_0_0_512x512_s625.jpg\", \"person_box\": [12.5, 9.375, 226.25, 320], "
                "\"object_box\": [172.5, 213.75, 320, 320]}\n";
         std::ofstream(dir / "h.jsonl") << "{\"image\": \"" << img
                                        << "astronaut_192_160_320x320_s1000.jpg\", \"person_box\": [0, 0, 170, 320], "
@@ -98,8 +101,8 @@ TEST_CASE("glimpse-train: a short run, stop + resume = uninterrupted, the head l
 
     // The out dir is a head directory the encoder loads.
     cpu be;
-    const auto enc = models::qwen_encoder<cpu>::load(be, test::data_path("qwen3_vl_tiny"),
-                                                     {.head_dir = d.dir / "full"});
+    const auto enc =
+        models::qwen_encoder<cpu>::load(be, test::data_path("qwen3_vl_tiny"), {.head_dir = d.dir / "full"});
     CHECK(enc.head_trained());
 
     // Again over an existing run without --resume: refused.

@@ -32,9 +32,7 @@ namespace glimpse::train {
 
 enum class decay_policy { matrices_only, all };
 
-constexpr std::string_view name(decay_policy d) noexcept {
-    return d == decay_policy::all ? "all" : "matrices_only";
-}
+constexpr std::string_view name(decay_policy d) noexcept { return d == decay_policy::all ? "all" : "matrices_only"; }
 
 struct adamw_options {
     double beta1 = 0.9;
@@ -44,8 +42,8 @@ struct adamw_options {
     decay_policy decay = decay_policy::matrices_only;
 
     void validate() const {
-        detail::check(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1), got ",
-                      beta1, ", ", beta2);
+        detail::check(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1), got ", beta1,
+                      ", ", beta2);
         detail::check(eps > 0 && std::isfinite(eps), "AdamW eps must be positive, got ", eps);
         detail::check(weight_decay >= 0 && std::isfinite(weight_decay), "weight decay must be >= 0, got ",
                       weight_decay);
@@ -59,8 +57,7 @@ public:
     // One moment pair per parameter, zero, in the given order.
     adamw(const adamw_options& o, std::vector<std::string> names, std::span<const shape> shapes) : opt_(o) {
         o.validate();
-        detail::check(names.size() == shapes.size(), "adamw: ", names.size(), " names for ", shapes.size(),
-                      " shapes");
+        detail::check(names.size() == shapes.size(), "adamw: ", names.size(), " names for ", shapes.size(), " shapes");
         names_ = std::move(names);
         for (const auto& s : shapes) {
             m_.emplace_back(s, dtype::f32);
@@ -82,8 +79,8 @@ public:
         detail::check(m.size() == m_.size() && v.size() == v_.size(), "adamw: saved state has ", m.size(),
                       " moments for ", m_.size(), " parameters");
         for (std::size_t i = 0; i < m_.size(); ++i) {
-            detail::check(m[i].shape() == m_[i].shape() && v[i].shape() == v_[i].shape() &&
-                              m[i].type() == dtype::f32 && v[i].type() == dtype::f32,
+            detail::check(m[i].shape() == m_[i].shape() && v[i].shape() == v_[i].shape() && m[i].type() == dtype::f32 &&
+                              v[i].type() == dtype::f32,
                           "adamw: saved moments of '", names_[i], "' are ", m[i].shape().str(), " / ",
                           v[i].shape().str(), ", the parameter is ", m_[i].shape().str());
         }

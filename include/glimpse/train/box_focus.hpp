@@ -47,9 +47,12 @@ enum class box_kind : std::uint8_t { person, object, union_ };
 
 constexpr std::string_view name(box_kind k) noexcept {
     switch (k) {
-        case box_kind::person: return "person";
-        case box_kind::object: return "object";
-        case box_kind::union_: return "union";
+        case box_kind::person:
+            return "person";
+        case box_kind::object:
+            return "object";
+        case box_kind::union_:
+            return "union";
     }
     return "?";
 }
@@ -70,8 +73,8 @@ struct box_focus_options {
 // One box on one image's patch grid, in the token order of the head's site.
 struct focus_target {
     box_kind kind = box_kind::person;
-    tensor heatmap;        // [S] f32 coverage
-    tensor query_weights;  // [1, S] f32: 1/n on K
+    tensor heatmap;                    // [S] f32 coverage
+    tensor query_weights;              // [1, S] f32: 1/n on K
     std::vector<std::uint8_t> in_box;  // [S]: 1 on K
     std::int64_t count = 0;            // n
 };
@@ -81,8 +84,8 @@ struct focus_target {
 inline focus_target make_focus_target(box_kind kind, const heatmap::box& b, double image_w, double image_h,
                                       std::int64_t grid_h, std::int64_t grid_w, const heatmap::token_order& order) {
     const std::int64_t S = grid_h * grid_w;
-    detail::check(order.size() == S, "make_focus_target: token order of ", order.size(), " tokens for a ", grid_h,
-                  "x", grid_w, " grid");
+    detail::check(order.size() == S, "make_focus_target: token order of ", order.size(), " tokens for a ", grid_h, "x",
+                  grid_w, " grid");
     const tensor raster = heatmap::box_heatmap(b, image_w, image_h, grid_h, grid_w);
     focus_target t;
     t.kind = kind;
@@ -216,7 +219,8 @@ focus_value focus_loss_and_grad(B& be, const heatmap::heatmap_head<B, Kind>& hea
 template <Backend B, heatmap::block_kind Kind>
 std::vector<typename B::tensor> zero_grads(B& be, const heatmap::heatmap_head<B, Kind>& head) {
     std::vector<typename B::tensor> g;
-    head.visit("", [&](const std::string&, const typename B::tensor& p) { g.push_back(be.alloc(p.shape(), dtype::f32)); });
+    head.visit("",
+               [&](const std::string&, const typename B::tensor& p) { g.push_back(be.alloc(p.shape(), dtype::f32)); });
     return g;
 }
 

@@ -184,8 +184,8 @@ inline example parse_example(const std::string& text, const std::filesystem::pat
 inline dataset load_dataset(const std::filesystem::path& jsonl, bad_line_policy policy) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(jsonl, ec))
-        glimpse::detail::fail("data file '", jsonl.string(), "': ",
-                              std::filesystem::exists(jsonl, ec) ? "not a regular file" : "no such file");
+        glimpse::detail::fail("data file '", jsonl.string(),
+                              "': ", std::filesystem::exists(jsonl, ec) ? "not a regular file" : "no such file");
     std::ifstream in(jsonl, std::ios::binary);
     if (!in) glimpse::detail::fail("data file '", jsonl.string(), "': cannot open");
     dataset d;
@@ -197,7 +197,7 @@ inline dataset load_dataset(const std::filesystem::path& jsonl, bad_line_policy 
     while (std::getline(in, text)) {
         ++n;
         if (n == 1 && text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // UTF-8 byte-order mark
-        if (!text.empty() && text.back() == '\r') text.pop_back();          // CRLF files
+        if (!text.empty() && text.back() == '\r') text.pop_back();         // CRLF files
         if (text.find_first_not_of(" \t") == std::string::npos) {
             ++d.blank_lines;
             continue;

@@ -104,15 +104,14 @@ using checkpoint_hook = std::function<void(std::string_view stage)>;
 
 // Writes the three files of `st` into `dir` (created if needed); the head file
 // holds st.params under st.names exactly.
-inline void save_checkpoint(const std::filesystem::path& dir, const train_state& st,
-                            const checkpoint_hook& hook = {}) {
+inline void save_checkpoint(const std::filesystem::path& dir, const train_state& st, const checkpoint_hook& hook = {}) {
     using glimpse::detail::check;
     check(st.names.size() == st.params.size() && st.exp_avg.size() == st.params.size() &&
               st.exp_avg_sq.size() == st.params.size(),
-          "save_checkpoint: ", st.names.size(), " names, ", st.params.size(), " parameters, ", st.exp_avg.size(),
-          " / ", st.exp_avg_sq.size(), " moments");
-    check(static_cast<std::int64_t>(st.losses.size()) == st.step, "save_checkpoint: ", st.losses.size(),
-          " losses for ", st.step, " steps");
+          "save_checkpoint: ", st.names.size(), " names, ", st.params.size(), " parameters, ", st.exp_avg.size(), " / ",
+          st.exp_avg_sq.size(), " moments");
+    check(static_cast<std::int64_t>(st.losses.size()) == st.step, "save_checkpoint: ", st.losses.size(), " losses for ",
+          st.step, " steps");
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) glimpse::detail::fail("output directory '", dir.string(), "': ", ec.message());
@@ -140,15 +139,16 @@ inline void save_checkpoint(const std::filesystem::path& dir, const train_state&
                                                            std::span<const float>(st.losses));
     state_t.emplace_back("losses", losses.cv());
 
-    save_safetensors(impl::partial(state), state_t, {{"format", "glimpse_train_state"}, {"step", step},
-                                                      {"record", st.record.dump()}});
+    save_safetensors(impl::partial(state), state_t,
+                     {{"format", "glimpse_train_state"}, {"step", step}, {"record", st.record.dump()}});
     save_safetensors(impl::partial(head), head_t, {{"format", "pt"}, {"glimpse_step", step}});
     impl::write_synced(impl::partial(json), record);
     if (hook) hook("partial");
     for (const auto& f : {state, head, json}) {
         std::filesystem::rename(impl::partial(f), f, ec);
-        if (ec) glimpse::detail::fail("checkpoint: cannot rename '", impl::partial(f).string(), "' into place: ",
-                                      ec.message());
+        if (ec)
+            glimpse::detail::fail("checkpoint: cannot rename '", impl::partial(f).string(),
+                                  "' into place: ", ec.message());
         if (hook) hook("renamed " + f.filename().string());
     }
     impl::sync_dir(dir);
@@ -169,10 +169,12 @@ inline train_state load_train_state(const std::filesystem::path& dir) {
     const auto& meta = f.metadata();
     const auto get = [&](const char* k) -> const std::string& {
         const auto it = meta.find(k);
-        if (it == meta.end()) glimpse::detail::fail(where, ": no '", k, "' in its metadata (not a glimpse-train state?)");
+        if (it == meta.end())
+            glimpse::detail::fail(where, ": no '", k, "' in its metadata (not a glimpse-train state?)");
         return it->second;
     };
-    check(get("format") == "glimpse_train_state", where, ": format '", get("format"), "', expected glimpse_train_state");
+    check(get("format") == "glimpse_train_state", where, ": format '", get("format"),
+          "', expected glimpse_train_state");
     train_state st;
     st.step = impl::parse_int(get("step"), where + ": step");
     check(st.step >= 0, where, ": negative step ", st.step);

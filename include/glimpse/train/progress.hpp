@@ -56,12 +56,11 @@ public:
         std::string bar(static_cast<std::size_t>(fill), '#');
         bar.append(static_cast<std::size_t>(width - fill), '-');
         char line[256];
-        std::snprintf(line, sizeof line,
-                      "epoch %lld/%lld  step %lld/%lld [%s] %3d%%  loss %.4f  lr %.1e  %.1f steps/s  ETA %s",
-                      static_cast<long long>(epoch + 1), static_cast<long long>(epochs_), static_cast<long long>(step),
-                      static_cast<long long>(total_), bar.c_str(),
-                      total_ > 0 ? static_cast<int>(100 * step / total_) : 100, loss, lr, rate,
-                      last ? "0s" : format_duration(eta).c_str());
+        std::snprintf(
+            line, sizeof line, "epoch %lld/%lld  step %lld/%lld [%s] %3d%%  loss %.4f  lr %.1e  %.1f steps/s  ETA %s",
+            static_cast<long long>(epoch + 1), static_cast<long long>(epochs_), static_cast<long long>(step),
+            static_cast<long long>(total_), bar.c_str(), total_ > 0 ? static_cast<int>(100 * step / total_) : 100, loss,
+            lr, rate, last ? "0s" : format_duration(eta).c_str());
         if (tty_) {
             std::fprintf(out_, "\r\033[2K%s", line);
             drawn_ = true;

@@ -48,15 +48,15 @@ namespace glimpse::train {
 
 struct train_options {
     std::int64_t epochs = 30;
-    std::int64_t batch = 4;          // examples per optimiser step (the last step of an epoch may have fewer)
+    std::int64_t batch = 4;  // examples per optimiser step (the last step of an epoch may have fewer)
     double lr = 2e-3;
-    std::int64_t warmup = -1;        // steps; -1: 5% of the run (at least 1)
+    std::int64_t warmup = -1;  // steps; -1: 5% of the run (at least 1)
     double min_lr_ratio = 0.0;
-    double clip = 1.0;               // global gradient norm; 0 = off
+    double clip = 1.0;  // global gradient norm; 0 = off
     adamw_options adam{};
     box_focus_options objective{};
-    std::uint64_t seed = 0;          // example order
-    std::int64_t save_every = 0;     // steps between checkpoints (0: only at epoch ends and at the end)
+    std::uint64_t seed = 0;       // example order
+    std::int64_t save_every = 0;  // steps between checkpoints (0: only at epoch ends and at the end)
 
     void validate() const {
         detail::check(epochs >= 1, "epochs must be >= 1, got ", epochs);
@@ -97,9 +97,9 @@ struct step_report {
 // that attends uniformly would get (the fraction of patches in the box).
 struct eval_report {
     std::int64_t examples = 0;
-    std::array<double, 3> mass{};     // person, object, union
+    std::array<double, 3> mass{};  // person, object, union
     std::array<double, 3> uniform{};
-    double feature = 0;               // mean sum(delta^2) / sum(x^2): how much the head changes the features
+    double feature = 0;  // mean sum(delta^2) / sum(x^2): how much the head changes the features
     nlohmann::json to_json() const {
         nlohmann::json j = nlohmann::json::object();
         j["examples"] = examples;
@@ -162,8 +162,13 @@ public:
     // `head` must be f32 (trainable_copy) and outlive the trainer, as must `images`.
     trainer(B& be, head_t& head, std::span<const image_features<B>> images, std::vector<train_sample> train,
             std::vector<train_sample> heldout, const train_options& opt, std::string prefix = "heatmap_head")
-        : be_(&be), head_(&head), images_(images), train_(std::move(train)), heldout_(std::move(heldout)),
-          opt_(opt), prefix_(std::move(prefix)) {
+        : be_(&be),
+          head_(&head),
+          images_(images),
+          train_(std::move(train)),
+          heldout_(std::move(heldout)),
+          opt_(opt),
+          prefix_(std::move(prefix)) {
         opt_.validate();
         detail::check(!train_.empty(), "trainer: no training example");
         for (const auto* set : {&train_, &heldout_})
@@ -182,8 +187,9 @@ public:
         steps_per_epoch_ = (static_cast<std::int64_t>(train_.size()) + opt_.batch - 1) / opt_.batch;
         sched_.lr = opt_.lr;
         sched_.total = steps_per_epoch_ * opt_.epochs;
-        sched_.warmup = opt_.warmup >= 0 ? opt_.warmup
-                                         : std::max<std::int64_t>(1, std::llround(0.05 * static_cast<double>(sched_.total)));
+        sched_.warmup = opt_.warmup >= 0
+                            ? opt_.warmup
+                            : std::max<std::int64_t>(1, std::llround(0.05 * static_cast<double>(sched_.total)));
         sched_.warmup = std::min(sched_.warmup, sched_.total);
         sched_.min_lr_ratio = opt_.min_lr_ratio;
         sched_.validate();
@@ -283,8 +289,9 @@ public:
         j["objective"] = {{"name", "box_focus"},
                           {"boxes", boxes},
                           {"feature_weight", opt_.objective.feature_weight},
-                          {"form", "mean over examples and boxes of -log(mass_in_box) + feature_weight * "
-                                   "sum(delta^2) / sum(x^2)"},
+                          {"form",
+                           "mean over examples and boxes of -log(mass_in_box) + feature_weight * "
+                           "sum(delta^2) / sum(x^2)"},
                           {"doc", "docs/training.md"}};
         j["hyperparameters"] = {{"epochs", opt_.epochs},
                                 {"batch", opt_.batch},
@@ -380,7 +387,8 @@ public:
             if (epoch_end) {
                 const std::int64_t e = step() / steps_per_epoch_;
                 double sum = 0;
-                for (std::int64_t i = step() - steps_per_epoch_; i < step(); ++i) sum += losses_[static_cast<std::size_t>(i)];
+                for (std::int64_t i = step() - steps_per_epoch_; i < step(); ++i)
+                    sum += losses_[static_cast<std::size_t>(i)];
                 history_.push_back(epoch_record(e, step(), sum / static_cast<double>(steps_per_epoch_)));
                 if (hooks.on_epoch) hooks.on_epoch(history_.back());
             }
@@ -408,7 +416,8 @@ private:
             optim_.step(pv, grads, lr);
         } else {
             std::vector<tensor> host;
-            head_->visit(prefix_, [&](const std::string&, const tensor_t& p) { host.push_back(be_->download(p.cv())); });
+            head_->visit(prefix_,
+                         [&](const std::string&, const tensor_t& p) { host.push_back(be_->download(p.cv())); });
             std::vector<view> pv;
             for (auto& h : host) pv.push_back(h.v());
             optim_.step(pv, grads, lr);
