@@ -63,16 +63,19 @@ void print_result(const cmp::comparison_result& r, const options& o) {
         for (std::size_t i = 0; i < r.base.queries.size(); ++i) {
             const auto& a = r.base.queries[i];
             const auto& b = r.finetuned.queries[i];
-            std::fputs(mass_line(a.key.c_str(), r.uniform_mass.at(a.key), a.mass_in.at(a.key), b.mass_in.at(a.key)).c_str(),
-                       stdout);
+            std::fputs(
+                mass_line(a.key.c_str(), r.uniform_mass.at(a.key), a.mass_in.at(a.key), b.mass_in.at(a.key)).c_str(),
+                stdout);
         }
     } else {
         std::printf("  normalised entropy (1 = uniform):  head, uniform heatmap: base %.4f, fine-tuned %.4f\n",
                     r.base.queries[0].stats.normalized_entropy, r.finetuned.queries[0].stats.normalized_entropy);
         if (r.base.own)
-            std::printf("                                     encoder's own attention (block %lld): base %.4f, fine-tuned %.4f\n",
-                        static_cast<long long>(r.base.own->map.block), r.base.own->stats.normalized_entropy,
-                        r.finetuned.own->stats.normalized_entropy);
+            std::printf(
+                "                                     encoder's own attention (block %lld): base %.4f, fine-tuned "
+                "%.4f\n",
+                static_cast<long long>(r.base.own->map.block), r.base.own->stats.normalized_entropy,
+                r.finetuned.own->stats.normalized_entropy);
         for (const auto& bx : r.boxes)
             std::printf("  mass in %-11s head: base %.4f, fine-tuned %.4f; encoder: base %.4f (uniform %.4f)\n",
                         bx.key.c_str(), r.base.queries[0].mass_in.at(bx.key), r.finetuned.queries[0].mass_in.at(bx.key),
@@ -91,8 +94,9 @@ void print_timings(const cmp::stage_timings& t) {
 
 // Boxes typed for one image -> a validated request (throws on any bad box).
 cmp::request make_request(const glimpse::image_u8& img, cmp::task_type task, cmp::box_format bf,
-                          const std::optional<std::vector<double>>& person, const std::optional<std::vector<double>>& object,
-                          const std::string& action, const std::string& category, const std::string& label) {
+                          const std::optional<std::vector<double>>& person,
+                          const std::optional<std::vector<double>>& object, const std::string& action,
+                          const std::string& category, const std::string& label) {
     cmp::request req;
     req.task = task;
     req.action = action;
@@ -110,7 +114,8 @@ cmp::figure_options figure_opts(const options& o) {
     f.panel_long_side = o.panel_size;
     f.alpha = o.alpha;
     f.scale = cmp::parse_color_scale(o.color_scale);
-    f.interp = o.interpolation == "nearest" ? glimpse::viz::interpolation::nearest : glimpse::viz::interpolation::bilinear;
+    f.interp =
+        o.interpolation == "nearest" ? glimpse::viz::interpolation::nearest : glimpse::viz::interpolation::bilinear;
     return f;
 }
 
@@ -138,12 +143,14 @@ int run_single(B& be, const options& o, const char* backend_name) {
     if (!fonts.warning.empty()) std::fprintf(stderr, "glimpse-compare: warning: %s\n", fonts.warning.c_str());
     std::fflush(stdout);
     const auto c = cmp::comparer<B>::load(be, base, tuned, o.seed, &t);
-    std::printf("  base       %s (%s): %s\n", o.base_model.c_str(), std::string(glimpse::models::name(c.base().family())).c_str(),
-                c.base().head_source().c_str());
+    std::printf("  base       %s (%s): %s\n", o.base_model.c_str(),
+                std::string(glimpse::models::name(c.base().family())).c_str(), c.base().head_source().c_str());
     std::printf("  fine-tuned %s%s: %s\n", o.finetuned_model.c_str(),
-                tuned.head_only() ? " (head-only directory on the base's encoder)" : "", c.finetuned().head_source().c_str());
+                tuned.head_only() ? " (head-only directory on the base's encoder)" : "",
+                c.finetuned().head_source().c_str());
     if (!c.base().head_trained()) std::printf("  note       the base model's head is UNTRAINED (seeded init)\n");
-    if (!c.finetuned().head_trained()) std::printf("  note       the fine-tuned model's head is UNTRAINED (seeded init)\n");
+    if (!c.finetuned().head_trained())
+        std::printf("  note       the fine-tuned model's head is UNTRAINED (seeded init)\n");
     cmp::comparison_result r = c.run(be, img, req);
     for (const auto& [k, v] : r.timings.ms) t.add(k, v);
     print_result(r, o);
@@ -154,7 +161,8 @@ int run_single(B& be, const options& o, const char* backend_name) {
                     c.shared_tower() ? "run once, shared by both models" : "run once per model");
         print_timings(t);
     }
-    std::printf("  wrote      %s\n             %s\n             %s\n", out.png.c_str(), out.json.c_str(), out.maps.c_str());
+    std::printf("  wrote      %s\n             %s\n             %s\n", out.png.c_str(), out.json.c_str(),
+                out.maps.c_str());
     return 0;
 }
 
@@ -200,10 +208,9 @@ int run_batch(B& be, const options& o, const char* backend_name) {
                 ++skipped;
             } else {
                 const glimpse::image_u8 img = glimpse::load_image(it.image);
-                const cmp::request req =
-                    make_request(img, task, bf, it.person_box, it.object_box, it.action.empty() ? o.action : it.action,
-                                 it.object_category.empty() ? o.object_category : it.object_category,
-                                 it.image.filename().string());
+                const cmp::request req = make_request(
+                    img, task, bf, it.person_box, it.object_box, it.action.empty() ? o.action : it.action,
+                    it.object_category.empty() ? o.object_category : it.object_category, it.image.filename().string());
                 cmp::comparison_result r = c.run(be, img, req);
                 cmp::stage_timings t = r.timings;
                 cmp::write_outputs(r, dir, fonts, figure_opts(o), &t);
@@ -228,8 +235,8 @@ int run_batch(B& be, const options& o, const char* backend_name) {
     const auto summary = cmp::summarize(rows);
     cmp::write_text_atomic(fs::path(o.output_dir) / "per_image.csv", cmp::per_image_csv(rows));
     cmp::write_text_atomic(fs::path(o.output_dir) / "summary.csv", cmp::summary_csv(summary));
-    std::printf("  images     %lld computed, %lld skipped (done before), %lld failed\n", static_cast<long long>(computed),
-                static_cast<long long>(skipped), static_cast<long long>(failed));
+    std::printf("  images     %lld computed, %lld skipped (done before), %lld failed\n",
+                static_cast<long long>(computed), static_cast<long long>(skipped), static_cast<long long>(failed));
     if (!summary.empty()) {
         std::printf("  mean attention mass inside each box (queries: that box's patches), 95%% CI:\n");
         std::fputs(cmp::summary_table(summary).c_str(), stdout);
@@ -238,9 +245,9 @@ int run_batch(B& be, const options& o, const char* backend_name) {
         for (const auto& [k, v] : load_t.ms) total.add(k, v);
         print_timings(total);
     }
-    std::printf("  wrote      %s/<id>/%s.{png,json,safetensors}\n             %s\n             %s\n", o.output_dir.c_str(),
-                cmp::output_stem(default_task).c_str(), (fs::path(o.output_dir) / "summary.csv").c_str(),
-                (fs::path(o.output_dir) / "per_image.csv").c_str());
+    std::printf("  wrote      %s/<id>/%s.{png,json,safetensors}\n             %s\n             %s\n",
+                o.output_dir.c_str(), cmp::output_stem(default_task).c_str(),
+                (fs::path(o.output_dir) / "summary.csv").c_str(), (fs::path(o.output_dir) / "per_image.csv").c_str());
     return failed ? 1 : 0;
 }
 
@@ -253,17 +260,21 @@ int run_on(B& be, const options& o, const char* backend_name) {
 
 int main(int argc, char** argv) {
     CLI::App app{
-        "glimpse-compare: where the heatmap head of a base and of a fine-tuned Qwen2.5-VL / Qwen3-VL vision model looks,\n"
+        "glimpse-compare: where the heatmap head of a base and of a fine-tuned Qwen2.5-VL / Qwen3-VL vision model "
+        "looks,\n"
         "for a person box, an object box and their union (interaction). Writes\n"
-        "  OUTPUT_DIR/attention_comparison_TASK.png          rows base / fine-tuned, columns person / object / interaction\n"
+        "  OUTPUT_DIR/attention_comparison_TASK.png          rows base / fine-tuned, columns person / object / "
+        "interaction\n"
         "  OUTPUT_DIR/attention_comparison_TASK.json         mass in each box, entropy, peak, base - fine-tuned\n"
         "  OUTPUT_DIR/attention_comparison_TASK.safetensors  the raw maps [grid_h, grid_w], raster order\n"
-        "A model is a Hugging Face checkpoint directory (heatmap_head.* used when present, else a seeded UNTRAINED head)\n"
+        "A model is a Hugging Face checkpoint directory (heatmap_head.* used when present, else a seeded UNTRAINED "
+        "head)\n"
         "or a head-only directory written by glimpse-train (its encoder: the base model's). Every flag also has a\n"
         "dashed spelling (--base-model for --base_model)."};
     app.footer(
         "\nExamples:\n"
-        "  glimpse-compare --base_model tests/data/qwen3_vl_tiny --finetuned_model examples/data/qwen3_vl_tiny_finetuned \\\n"
+        "  glimpse-compare --base_model tests/data/qwen3_vl_tiny --finetuned_model "
+        "examples/data/qwen3_vl_tiny_finetuned \\\n"
         "      --image_path examples/data/images/astronaut.jpg --output_dir out --task_type referring \\\n"
         "      --person_box 20 15 362 512 --object_box 276 342 512 512 --action holding --object_category helmet\n"
         "  glimpse-compare --base_model Qwen3-VL-8B-Instruct --finetuned_model runs/head --image_path img.jpg \\\n"
@@ -284,25 +295,32 @@ int main(int argc, char** argv) {
     app.add_option("--task_type,--task-type", o.task,
                    "referring (maps of the heatmap head for the boxes) or grounding (no box input: the head under a "
                    "uniform heatmap and the encoder's own attention); default referring");
-    app.add_option("--person_box,--person-box", o.person_box, "person box X1 Y1 X2 Y2 (see --box_format), e.g. 20 15 362 512")
+    app.add_option("--person_box,--person-box", o.person_box,
+                   "person box X1 Y1 X2 Y2 (see --box_format), e.g. 20 15 362 512")
         ->expected(4);
     app.add_option("--object_box,--object-box", o.object_box, "object box X1 Y1 X2 Y2 (see --box_format)")->expected(4);
     app.add_option("--action", o.action, "the interaction, e.g. \"sitting on\" (titles and JSON)");
-    app.add_option("--object_category,--object-category", o.object_category, "the object's category, e.g. bench (titles and JSON)");
+    app.add_option("--object_category,--object-category", o.object_category,
+                   "the object's category, e.g. bench (titles and JSON)");
     app.add_option("--box_format,--box-format", o.box_format,
                    "pixels (original-image pixels, x right, y down, x1 < x2, y1 < y2; default) or norm1000 "
                    "(Qwen3-VL's 0..1000 coordinates)");
-    app.add_option("--device", o.device, "cpu (default) or cuda:N (needs a build with the CUDA backend, -DGLIMPSE_CUDA=ON)");
-    app.add_option("--batch", o.batch,
-                   "JSON lines {\"image\", \"person_box\", \"object_box\", [\"action\", \"object_category\", "
-                   "\"task_type\", \"id\"]}: every image, each model loaded once; re-running skips images already done");
+    app.add_option("--device", o.device,
+                   "cpu (default) or cuda:N (needs a build with the CUDA backend, -DGLIMPSE_CUDA=ON)");
+    app.add_option(
+        "--batch", o.batch,
+        "JSON lines {\"image\", \"person_box\", \"object_box\", [\"action\", \"object_category\", "
+        "\"task_type\", \"id\"]}: every image, each model loaded once; re-running skips images already done");
     app.add_option("--seed", o.seed, "seed of a seeded (untrained) head; default 0");
     app.add_option("--threads", o.threads, "CPU threads (default: all)")->check(CLI::PositiveNumber);
-    app.add_option("--panel_size,--panel-size", o.panel_size, "pixels of the image's longer side in each panel (default 360)")
+    app.add_option("--panel_size,--panel-size", o.panel_size,
+                   "pixels of the image's longer side in each panel (default 360)")
         ->check(CLI::Range(std::int64_t{64}, std::int64_t{2048}));
-    app.add_option("--interpolation", o.interpolation, "map upsampling: bilinear (default) or nearest (shows the patches)")
+    app.add_option("--interpolation", o.interpolation,
+                   "map upsampling: bilinear (default) or nearest (shows the patches)")
         ->check(CLI::IsMember({"bilinear", "nearest"}));
-    app.add_option("--alpha", o.alpha, "weight of the heatmap over the image, 0..1 (default 0.5)")->check(CLI::Range(0.0, 1.0));
+    app.add_option("--alpha", o.alpha, "weight of the heatmap over the image, 0..1 (default 0.5)")
+        ->check(CLI::Range(0.0, 1.0));
     app.add_option("--color_scale,--color-scale", o.color_scale,
                    "column (default: base and fine-tuned share each column's scale), panel (each its own) or figure")
         ->check(CLI::IsMember({"column", "panel", "figure"}));

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <stb/stb_image.h>
+#include <nlohmann/json.hpp>
 
 #include <glimpse/analysis/attention_stats.hpp>
 #include <glimpse/backend/cpu.hpp>
@@ -86,8 +86,8 @@ TEST_CASE("head K/V cache: forward on prepared K/V equals forward, every path, m
             const auto hd = be.upload(hm.cv());
             heatmap::head_inputs in = base;
             in.heatmap = hd.cv();
-            for (const auto path : {heatmap::head_path::automatic, heatmap::head_path::generic, heatmap::head_path::dedup,
-                                    heatmap::head_path::folded}) {
+            for (const auto path : {heatmap::head_path::automatic, heatmap::head_path::generic,
+                                    heatmap::head_path::dedup, heatmap::head_path::folded}) {
                 if (rope && path != heatmap::head_path::automatic && path != heatmap::head_path::generic) continue;
                 heatmap::head_maps<cpu> m1, m2;
                 const auto d1 = head.delta(be, in, req, &m1, heatmap::head_path::generic);
@@ -166,7 +166,8 @@ TEST_CASE("attention maps equal the PyTorch reference (tiny Qwen3-VL + a head di
         const heatmap::box b = fixture_box(fx, name);
         const tensor h = models::box_to_heatmap(b, 90, 240, site.grid);
         // Box -> patch coverage equals the independent Python implementation.
-        GLIMPSE_REQUIRE_CLOSE(h.cv().reshape(shape{site.grid[1], site.grid[2]}), fx[std::string("heatmap.") + name], 1e-6);
+        GLIMPSE_REQUIRE_CLOSE(h.cv().reshape(shape{site.grid[1], site.grid[2]}), fx[std::string("heatmap.") + name],
+                              1e-6);
         const auto cached = enc.attend(be, site, cache, h.cv());
         const auto plain = enc.attend(be, site, h.cv());
         // f32 tower + head vs the f64 reference: 4 blocks and a head of accumulated rounding.
@@ -225,7 +226,9 @@ struct cli {
     }
 };
 
-std::string models_args() { return " --base_model " + cli::q(kTiny) + " --finetuned_model " + cli::q(kHead) + " --threads 2"; }
+std::string models_args() {
+    return " --base_model " + cli::q(kTiny) + " --finetuned_model " + cli::q(kHead) + " --threads 2";
+}
 
 }  // namespace
 
@@ -239,7 +242,8 @@ TEST_CASE("glimpse-compare: PNG, JSON and safetensors; maps equal the PyTorch re
     const fs::path out = c.dir / "out";
     const auto p = fixture_box(fx, "person"), o = fixture_box(fx, "object");
     const auto box = [](const heatmap::box& b) {
-        return std::to_string(b.x1) + " " + std::to_string(b.y1) + " " + std::to_string(b.x2) + " " + std::to_string(b.y2);
+        return std::to_string(b.x1) + " " + std::to_string(b.y1) + " " + std::to_string(b.x2) + " " +
+               std::to_string(b.y2);
     };
     REQUIRE(c.run(models_args() + " --image-path " + cli::q(kTall) + " --output-dir " + cli::q(out.string()) +
                   " --task_type referring --person_box " + box(p) + " --object-box " + box(o) +
@@ -254,7 +258,8 @@ TEST_CASE("glimpse-compare: PNG, JSON and safetensors; maps equal the PyTorch re
     for (const char* name : {"person", "object", "interaction"}) {
         INFO(name);
         GLIMPSE_REQUIRE_CLOSE(maps.get(std::string("finetuned.") + name), fx[std::string("attention.") + name], 2e-4);
-        GLIMPSE_REQUIRE_CLOSE(maps.get(std::string("finetuned.") + name + ".per_head"), fx[std::string("per_head.") + name], 2e-4);
+        GLIMPSE_REQUIRE_CLOSE(maps.get(std::string("finetuned.") + name + ".per_head"),
+                              fx[std::string("per_head.") + name], 2e-4);
         GLIMPSE_REQUIRE_CLOSE(maps.get(std::string("heatmap.") + name), fx[std::string("heatmap.") + name], 1e-6);
         CHECK(maps.contains(std::string("base.") + name));
     }
@@ -294,7 +299,8 @@ TEST_CASE("glimpse-compare: every bad input is one clear line, exit 1, nothing w
         const safetensors_file src(fs::path(kTiny) / "model.safetensors");
         std::vector<std::pair<std::string, cview>> keep;
         for (const auto& e : src.entries())
-            if (e.name.find("blocks.2.mlp.linear_fc1.weight") == std::string::npos) keep.emplace_back(e.name, src.get(e.name));
+            if (e.name.find("blocks.2.mlp.linear_fc1.weight") == std::string::npos)
+                keep.emplace_back(e.name, src.get(e.name));
         save_safetensors(broken / "model.safetensors", keep);
     }
     const fs::path garbage = c.dir / "garbage.jpg";
@@ -308,9 +314,11 @@ TEST_CASE("glimpse-compare: every bad input is one clear line, exit 1, nothing w
         {good_models + img + o + " --person_box 0 0 101 50", "outside the 100x100 image"},
         {good_models + img + o + " --person_box 50 10 20 60", "inverted or empty"},
         {good_models + img + o + " --object_box 10 10 10 60", "inverted or empty"},
-        {good_models + " --image_path " + cli::q((c.dir / "missing.jpg").string()) + o + " --person_box 0 0 5 5", "no such file"},
+        {good_models + " --image_path " + cli::q((c.dir / "missing.jpg").string()) + o + " --person_box 0 0 5 5",
+         "no such file"},
         {good_models + " --image_path " + cli::q(garbage.string()) + o + " --person_box 0 0 5 5", "cannot decode"},
-        {" --base_model " + cli::q(broken.string()) + " --finetuned_model " + cli::q(kHead) + img + o + " --person_box 0 0 5 5",
+        {" --base_model " + cli::q(broken.string()) + " --finetuned_model " + cli::q(kHead) + img + o +
+             " --person_box 0 0 5 5",
          "missing tensor"},
         {" --base_model " + cli::q((c.dir / "nope").string()) + " --finetuned_model " + cli::q(kHead) + img + o +
              " --person_box 0 0 5 5",
@@ -350,7 +358,8 @@ TEST_CASE("glimpse-compare grounding: head under a uniform heatmap and the encod
     CHECK(j["models"]["base"]["encoder_attention"]["block"] == 3);  // last of 4 full-attention blocks
     CHECK(j["models"]["finetuned"]["tower_shared_with_base"] == true);
     const safetensors_file maps(out / "attention_comparison_grounding.safetensors");
-    for (const char* n : {"base.uniform", "finetuned.uniform", "base.encoder_attention", "finetuned.encoder_attention"}) {
+    for (const char* n :
+         {"base.uniform", "finetuned.uniform", "base.encoder_attention", "finetuned.encoder_attention"}) {
         INFO(n);
         const tensor t = maps.load(n).to(dtype::f32);
         double s = 0;
@@ -381,7 +390,8 @@ TEST_CASE("encoder's own attention received per patch equals the column means of
     for (std::int64_t t = 0; t < S; ++t) {
         double s = 0;
         for (std::int64_t i = 0; i < S; ++i) s += m.ptr<float>()[i * S + t];
-        expect.ptr<float>()[order.raster_of_token[static_cast<std::size_t>(t)]] = static_cast<float>(s / static_cast<double>(S));
+        expect.ptr<float>()[order.raster_of_token[static_cast<std::size_t>(t)]] =
+            static_cast<float>(s / static_cast<double>(S));
     }
     CHECK(own.block == 3);
     GLIMPSE_REQUIRE_CLOSE(own.mean.cv(), expect.cv(), 1e-5);
@@ -395,13 +405,16 @@ TEST_CASE("glimpse-compare --batch: progress, per-image outputs, summary.csv wit
     const fs::path jl = c.dir / "test.jsonl";
     {
         std::ofstream f(jl);
-        f << "{\"image\": \"" << kSquare << "\", \"person_box\": [0, 0, 60, 100], \"object_box\": [50, 50, 100, 100]}\n";
+        f << "{\"image\": \"" << kSquare
+          << "\", \"person_box\": [0, 0, 60, 100], \"object_box\": [50, 50, 100, 100]}\n";
         f << "# a comment, and a blank line\n\n";
-        f << "{\"image\": \"" << kTall << "\", \"person_box\": [0, 0, 50, 130], \"object_box\": [40, 150, 90, 240], "
+        f << "{\"image\": \"" << kTall
+          << "\", \"person_box\": [0, 0, 50, 130], \"object_box\": [40, 150, 90, 240], "
              "\"action\": \"holding\"}\n";
         f << "{\"image\": \"" << kSquare << "\", \"id\": \"bad\", \"person_box\": [0, 0, 500, 100]}\n";
     }
-    const std::string args = models_args() + " --batch " + cli::q(jl.string()) + " --output_dir " + cli::q(out.string());
+    const std::string args =
+        models_args() + " --batch " + cli::q(jl.string()) + " --output_dir " + cli::q(out.string());
     CHECK(c.run(args) == 1);  // one bad line
     INFO(c.out_txt << c.err_txt);
     CHECK(c.err_txt.find("line 5 (bad)") != std::string::npos);

@@ -60,11 +60,11 @@ TEST_CASE("hot colormap: matplotlib's segment data at its anchors, its 256-entry
 TEST_CASE("canvas: rectangles drawn inside their edges, blending, blits", "[viz]") {
     viz::canvas c(20, 10, viz::white);
     c.stroke_rect(2, 3, 12, 9, viz::box_green, 2);
-    CHECK(c.at(2, 3) == viz::box_green);    // top-left corner pixel
-    CHECK(c.at(11, 8) == viz::box_green);   // bottom-right: [x0, x1) x [y0, y1)
-    CHECK(c.at(3, 5) == viz::box_green);    // 2 px thick
-    CHECK(c.at(4, 5) == viz::white);        // inside
-    CHECK(c.at(12, 5) == viz::white);       // outside
+    CHECK(c.at(2, 3) == viz::box_green);   // top-left corner pixel
+    CHECK(c.at(11, 8) == viz::box_green);  // bottom-right: [x0, x1) x [y0, y1)
+    CHECK(c.at(3, 5) == viz::box_green);   // 2 px thick
+    CHECK(c.at(4, 5) == viz::white);       // inside
+    CHECK(c.at(12, 5) == viz::white);      // outside
     CHECK(c.at(1, 3) == viz::white);
     c.blend(0, 0, viz::black, 0.5);
     CHECK(c.at(0, 0) == viz::rgb8{128, 128, 128});
@@ -84,12 +84,13 @@ TEST_CASE("upsample: cell centres line up; nearest keeps cells, bilinear interpo
     CHECK(n[3] == 1);
     CHECK(n[15] == 3);
     const auto b = viz::upsample(m, 2, 2, 4, 4, viz::interpolation::bilinear);
-    CHECK(b[0] == 0);            // border clamps to the cell value
+    CHECK(b[0] == 0);             // border clamps to the cell value
     CHECK(b[1] == Approx(0.25));  // x = 1.5 -> grid 0.25
     CHECK(b[15] == 3);
     const std::vector<float> flat(6, 0.5f);  // constant stays constant, non-square
     for (float v : viz::upsample(flat, 2, 3, 17, 9, viz::interpolation::bilinear)) REQUIRE(v == Approx(0.5f));
-    CHECK_THROWS_WITH(viz::upsample(m, 3, 3, 4, 4, viz::interpolation::nearest), Catch::Contains("4 values for a 3x3 grid"));
+    CHECK_THROWS_WITH(viz::upsample(m, 3, 3, 4, 4, viz::interpolation::nearest),
+                      Catch::Contains("4 values for a 3x3 grid"));
 }
 
 TEST_CASE("font: DejaVu measured and rendered; a missing font file is a clear error", "[viz]") {
@@ -110,7 +111,8 @@ TEST_CASE("font: DejaVu measured and rendered; a missing font file is a clear er
     std::int64_t minx = 60, maxx = 0, miny = 200, maxy = 0;
     for (std::int64_t y = 0; y < 200; ++y)
         for (std::int64_t x = 0; x < 60; ++x)
-            if (c.at(x, y).r < 128) minx = std::min(minx, x), maxx = std::max(maxx, x), miny = std::min(miny, y), maxy = std::max(maxy, y);
+            if (c.at(x, y).r < 128)
+                minx = std::min(minx, x), maxx = std::max(maxx, x), miny = std::min(miny, y), maxy = std::max(maxy, y);
     CHECK(maxy - miny > 2 * (maxx - minx));
     CHECK(maxy <= 190);
     CHECK_THROWS_WITH(viz::font::load("/nonexistent/font.ttf"), Catch::Contains("cannot open"));

@@ -59,7 +59,8 @@ inline std::vector<double> box_coverage(const heatmap::box& b, const grid_geomet
 
 inline double mass_in_box(std::span<const float> map, const heatmap::box& b, const grid_geometry& g) {
     check_map(map, g);
-    const heatmap::box c{std::max(0.0, b.x1), std::max(0.0, b.y1), std::min(g.image_w, b.x2), std::min(g.image_h, b.y2)};
+    const heatmap::box c{std::max(0.0, b.x1), std::max(0.0, b.y1), std::min(g.image_w, b.x2),
+                         std::min(g.image_h, b.y2)};
     const auto cov = box_coverage(c, g);
     double m = 0;
     for (std::size_t p = 0; p < cov.size(); ++p) m += static_cast<double>(map[p]) * cov[p];

@@ -28,10 +28,10 @@
 #include <map>
 #include <optional>
 #include <span>
-#include <variant>
 #include <string>
 #include <system_error>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -86,15 +86,15 @@ inline heatmap::box to_pixel_box(const std::vector<double>& v, box_format f, dou
 
 // A named box of the comparison (person, object, interaction).
 struct named_box {
-    std::string key;    // "person", "object", "interaction"
-    heatmap::box b;     // original-image pixels
+    std::string key;  // "person", "object", "interaction"
+    heatmap::box b;   // original-image pixels
 };
 
 struct request {
     task_type task = task_type::referring;
     std::optional<heatmap::box> person, object;  // pixels, validated
     std::string action, object_category;
-    std::string image_label;                     // shown in titles (the file name)
+    std::string image_label;  // shown in titles (the file name)
 
     // The boxes the maps are computed for / reported on: person, object and, with
     // both, their union (the interaction).
@@ -145,8 +145,9 @@ struct model_source {
             m.head_dir = dir;
             return m;
         }
-        glimpse::detail::fail(where, ": neither a Hugging Face checkpoint (no config.json) nor a glimpse-train head "
-                                     "directory (no heatmap_head.safetensors)");
+        glimpse::detail::fail(where,
+                              ": neither a Hugging Face checkpoint (no config.json) nor a glimpse-train head "
+                              "directory (no heatmap_head.safetensors)");
     }
 };
 
@@ -167,7 +168,9 @@ struct stage_timings {
 class stopwatch {
 public:
     stopwatch() : t0_(std::chrono::steady_clock::now()) {}
-    double ms() const { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count(); }
+    double ms() const {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+    }
 
 private:
     std::chrono::steady_clock::time_point t0_;
@@ -175,11 +178,11 @@ private:
 
 // One heatmap run on one model: the map and what it says about every box.
 struct query_result {
-    std::string key;                       // the box it was built from, or "uniform"
-    heatmap::box query;                    // pixels (uniform: the whole image)
-    models::raster_attention attention;    // mean [gh, gw], per_head [H, gh, gw]
+    std::string key;                     // the box it was built from, or "uniform"
+    heatmap::box query;                  // pixels (uniform: the whole image)
+    models::raster_attention attention;  // mean [gh, gw], per_head [H, gh, gw]
     analysis::map_stats stats;
-    std::map<std::string, double> mass_in; // box key -> coverage-weighted mass inside it
+    std::map<std::string, double> mass_in;  // box key -> coverage-weighted mass inside it
 };
 
 // The encoder's own attention received per patch (grounding).
@@ -190,12 +193,12 @@ struct own_attention {
 };
 
 struct model_result {
-    std::string role;           // "base" | "finetuned"
+    std::string role;  // "base" | "finetuned"
     model_source source;
-    std::string family;         // "qwen3_vl", ...
-    std::string head_source;    // qwen_encoder::head_source()
+    std::string family;       // "qwen3_vl", ...
+    std::string head_source;  // qwen_encoder::head_source()
     bool head_trained = false;
-    std::string head_path;      // auto, generic, dedup, folded: the path the head took
+    std::string head_path;  // auto, generic, dedup, folded: the path the head took
     std::vector<query_result> queries;
     std::optional<own_attention> own;
     bool shared_tower = false;  // features reused from the base model's tower run
@@ -297,8 +300,7 @@ private:
 
     model_result run_model(B& be, const encoder_t& enc, const model_source& src, const std::string& role,
                            const models::pixel_batch& px, const image_u8& img, comparison_result& r,
-                           const analysis::grid_geometry& geo, bool grounding,
-                           const models::site_features<B>* shared,
+                           const analysis::grid_geometry& geo, bool grounding, const models::site_features<B>* shared,
                            std::optional<models::site_features<B>>& keep) const {
         model_result m;
         m.role = role;
@@ -334,15 +336,16 @@ private:
         stopwatch wk;
         const models::head_cache<B> cache = enc.prepare_head(be, *f);
         r.timings.add("head K/V (" + who + ")", wk.ms());
-        m.head_path = std::string(heatmap::name(std::visit(
-            [](const auto& h) { return h.entries()[0].head.attn.choose_cached(); }, enc.head())));
+        m.head_path = std::string(heatmap::name(
+            std::visit([](const auto& h) { return h.entries()[0].head.attn.choose_cached(); }, enc.head())));
 
         // One attend per heatmap.
         stopwatch wa;
         const std::int64_t S = r.grid_h * r.grid_w;
         std::vector<std::pair<std::string, heatmap::box>> queries;
         if (grounding)
-            queries.push_back({"uniform", heatmap::box{0, 0, static_cast<double>(img.width), static_cast<double>(img.height)}});
+            queries.push_back(
+                {"uniform", heatmap::box{0, 0, static_cast<double>(img.width), static_cast<double>(img.height)}});
         else
             for (const auto& b : r.boxes) queries.push_back({b.key, b.b});
         for (const auto& [key, qb] : queries) {
@@ -384,20 +387,26 @@ inline nlohmann::ordered_json box_json(const heatmap::box& b) { return {b.x1, b.
 inline nlohmann::ordered_json stats_json(const analysis::map_stats& s) {
     return {{"entropy", s.entropy},
             {"normalized_entropy", s.normalized_entropy},
-            {"peak", {{"row", s.peak.row}, {"col", s.peak.col}, {"x", s.peak.x}, {"y", s.peak.y}, {"value", s.peak.value}}}};
+            {"peak",
+             {{"row", s.peak.row}, {"col", s.peak.col}, {"x", s.peak.x}, {"y", s.peak.y}, {"value", s.peak.value}}}};
 }
 
-inline nlohmann::ordered_json to_json(const comparison_result& r, const std::map<std::string, double>& timings_extra = {}) {
+inline nlohmann::ordered_json to_json(const comparison_result& r,
+                                      const std::map<std::string, double>& timings_extra = {}) {
     using oj = nlohmann::ordered_json;
     oj j;
     j["tool"] = "glimpse-compare";
     j["version"] = GLIMPSE_VERSION_STRING;
     j["task_type"] = std::string(name(r.req.task));
-    j["image"] = {{"path", r.req.image_label}, {"width", r.image_w}, {"height", r.image_h},
+    j["image"] = {{"path", r.req.image_label},
+                  {"width", r.image_w},
+                  {"height", r.image_h},
                   {"resized", {{"width", r.resized_w}, {"height", r.resized_h}}}};
-    j["grid"] = {{"h", r.grid_h}, {"w", r.grid_w},
-                 {"patch_in_original_px", {static_cast<double>(r.image_w) / static_cast<double>(r.grid_w),
-                                           static_cast<double>(r.image_h) / static_cast<double>(r.grid_h)}}};
+    j["grid"] = {{"h", r.grid_h},
+                 {"w", r.grid_w},
+                 {"patch_in_original_px",
+                  {static_cast<double>(r.image_w) / static_cast<double>(r.grid_w),
+                   static_cast<double>(r.image_h) / static_cast<double>(r.grid_h)}}};
     j["action"] = r.req.action;
     j["object_category"] = r.req.object_category;
     oj boxes = oj::object();
@@ -432,8 +441,9 @@ inline nlohmann::ordered_json to_json(const comparison_result& r, const std::map
         if (m.own) {
             oj e;
             e["block"] = m.own->map.block;
-            e["what"] = "the encoder's own attention received per patch in its last full-attention block: mean over "
-                        "all queries and heads";
+            e["what"] =
+                "the encoder's own attention received per patch in its last full-attention block: mean over "
+                "all queries and heads";
             oj mi = oj::object();
             for (const auto& [k, v] : m.own->mass_in) mi[k] = v;
             e["mass_in"] = mi;
@@ -460,8 +470,9 @@ inline nlohmann::ordered_json to_json(const comparison_result& r, const std::map
     }
     j["difference_base_minus_finetuned"] = diff;
     j["maps_file"] = output_stem(r.req.task) + ".safetensors";
-    j["maps_layout"] = "<model>.<query> [grid_h, grid_w] raster, head mean; <model>.<query>.per_head [H, grid_h, "
-                       "grid_w]; heatmap.<query> [grid_h, grid_w]; <model>.encoder_attention (grounding)";
+    j["maps_layout"] =
+        "<model>.<query> [grid_h, grid_w] raster, head mean; <model>.<query>.per_head [H, grid_h, "
+        "grid_w]; heatmap.<query> [grid_h, grid_w]; <model>.encoder_attention (grounding)";
     oj t = oj::object();
     for (const auto& [k, v] : r.timings.ms) t[k] = v;
     for (const auto& [k, v] : timings_extra) t[k] = v;

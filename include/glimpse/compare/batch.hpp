@@ -95,10 +95,12 @@ inline std::vector<batch_item> read_batch(const std::filesystem::path& file) {
             }
         }
         if (j.contains("id")) {
-            glimpse::detail::check(j["id"].is_string() || j["id"].is_number(), where(), ": \"id\" must be a string or number");
+            glimpse::detail::check(j["id"].is_string() || j["id"].is_number(), where(),
+                                   ": \"id\" must be a string or number");
             it.id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
-            glimpse::detail::check(!it.id.empty() && it.id.find('/') == std::string::npos && it.id != "." && it.id != "..",
-                                   where(), ": \"id\" must be a non-empty file name");
+            glimpse::detail::check(
+                !it.id.empty() && it.id.find('/') == std::string::npos && it.id != "." && it.id != "..", where(),
+                ": \"id\" must be a non-empty file name");
         }
         items.push_back(std::move(it));
     }
@@ -113,8 +115,8 @@ inline std::vector<batch_item> read_batch(const std::filesystem::path& file) {
             it.id = it.image.stem().string();
             if (stems[it.id] > 1) it.id += "-" + std::to_string(it.line);
         }
-        glimpse::detail::check(seen.insert(it.id).second, "batch file '", file.string(), "' line ", it.line,
-                               ": id '", it.id, "' is used twice");
+        glimpse::detail::check(seen.insert(it.id).second, "batch file '", file.string(), "' line ", it.line, ": id '",
+                               it.id, "' is used twice");
     }
     return items;
 }
@@ -146,9 +148,12 @@ public:
     }
     static std::string duration(double s) {
         char b[32];
-        if (s < 60) std::snprintf(b, sizeof b, "%.1fs", s);
-        else if (s < 3600) std::snprintf(b, sizeof b, "%dm%02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
-        else std::snprintf(b, sizeof b, "%dh%02dm", static_cast<int>(s) / 3600, (static_cast<int>(s) / 60) % 60);
+        if (s < 60)
+            std::snprintf(b, sizeof b, "%.1fs", s);
+        else if (s < 3600)
+            std::snprintf(b, sizeof b, "%dm%02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+        else
+            std::snprintf(b, sizeof b, "%dh%02dm", static_cast<int>(s) / 3600, (static_cast<int>(s) / 60) % 60);
         return b;
     }
 
@@ -160,7 +165,7 @@ private:
 
 // Per image and query box: the mass each model puts inside that same box.
 struct image_row {
-    std::string id, image, status;  // status: computed | skipped (already done) | failed: <why>
+    std::string id, image, status;                          // status: computed | skipped (already done) | failed: <why>
     std::map<std::string, std::pair<double, double>> mass;  // query -> (base, fine-tuned)
 };
 
@@ -277,7 +282,8 @@ inline std::string summary_table(const std::vector<summary_row>& s) {
     for (const auto& r : s) {
         char line[256];
         std::snprintf(line, sizeof line, "  %-12s %6lld  %-28s %-28s %-28s\n", r.query.c_str(),
-                      static_cast<long long>(r.base.n), ci(r.base).c_str(), ci(r.finetuned).c_str(), ci(r.diff).c_str());
+                      static_cast<long long>(r.base.n), ci(r.base).c_str(), ci(r.finetuned).c_str(),
+                      ci(r.diff).c_str());
         o << line;
     }
     return o.str();

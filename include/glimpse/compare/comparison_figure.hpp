@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "glimpse/compare/attention_comparison.hpp"
@@ -57,10 +57,12 @@ inline std::string head_label(const model_result& m) {
     if (!m.head_trained) {
         const auto at = m.head_source.find("(seed ");
         const auto end = m.head_source.find(')', at);
-        return "untrained head, seeded" +
-               (at != std::string::npos && end != std::string::npos ? " (" + m.head_source.substr(at + 1, end - at - 1) + ")" : "");
+        return "untrained head, seeded" + (at != std::string::npos && end != std::string::npos
+                                               ? " (" + m.head_source.substr(at + 1, end - at - 1) + ")"
+                                               : "");
     }
-    const std::string dir = m.source.head_only() ? m.source.head_dir.filename().string() : m.source.given.filename().string();
+    const std::string dir =
+        m.source.head_only() ? m.source.head_dir.filename().string() : m.source.given.filename().string();
     return "trained head from " + (dir.empty() ? m.source.given.string() : dir);
 }
 
@@ -74,12 +76,14 @@ inline viz::figure_spec make_figure(const comparison_result& r, const figure_opt
     s.alpha = o.alpha;
     s.interp = o.interp;
     const bool grounding = r.req.task == task_type::grounding;
-    s.title = grounding ? "Grounding: where the models look without a box" : "Where the heatmap head looks: base vs fine-tuned";
+    s.title = grounding ? "Grounding: where the models look without a box"
+                        : "Where the heatmap head looks: base vs fine-tuned";
     std::string sub = r.req.image_label + " (" + std::to_string(r.image_w) + "\u00d7" + std::to_string(r.image_h) + ")";
     sub += " \u00b7 " + std::string(name(r.req.task));
     if (!r.req.action.empty()) sub += " \u00b7 action " + detail::quoted(r.req.action);
     if (!r.req.object_category.empty()) sub += " \u00b7 object " + detail::quoted(r.req.object_category);
-    sub += " \u00b7 " + r.base.family + ", " + std::to_string(r.grid_h) + "\u00d7" + std::to_string(r.grid_w) + " patches";
+    sub +=
+        " \u00b7 " + r.base.family + ", " + std::to_string(r.grid_h) + "\u00d7" + std::to_string(r.grid_w) + " patches";
     s.subtitle = sub;
     s.row_labels = {"Base", "Fine-tuned"};
     s.row_sublabels = {detail::head_label(r.base), detail::head_label(r.finetuned)};
@@ -107,7 +111,8 @@ inline viz::figure_spec make_figure(const comparison_result& r, const figure_opt
                 p.boxes.push_back({q.query, box_color(q.key), 3});
             }
             p.title.push_back("entropy " + detail::fmt("%.2f", q.stats.normalized_entropy) + " \u00b7 peak (" +
-                              detail::fmt("%.0f", q.stats.peak.x) + ", " + detail::fmt("%.0f", q.stats.peak.y) + ") px");
+                              detail::fmt("%.0f", q.stats.peak.x) + ", " + detail::fmt("%.0f", q.stats.peak.y) +
+                              ") px");
             row.push_back(std::move(p));
         }
         if (m->own) {
@@ -118,8 +123,8 @@ inline viz::figure_spec make_figure(const comparison_result& r, const figure_opt
             p.boxes = all;
             p.title.push_back("received per patch, block " + std::to_string(m->own->map.block) + ", head-averaged");
             p.title.push_back("entropy " + detail::fmt("%.2f", m->own->stats.normalized_entropy) + " \u00b7 peak (" +
-                              detail::fmt("%.0f", m->own->stats.peak.x) + ", " + detail::fmt("%.0f", m->own->stats.peak.y) +
-                              ") px");
+                              detail::fmt("%.0f", m->own->stats.peak.x) + ", " +
+                              detail::fmt("%.0f", m->own->stats.peak.y) + ") px");
             row.push_back(std::move(p));
         }
         s.panels.push_back(std::move(row));
@@ -147,21 +152,29 @@ inline viz::figure_spec make_figure(const comparison_result& r, const figure_opt
         s.col_labels = {"Heatmap head, uniform heatmap", "Encoder's own attention"};
     } else {
         for (const auto& q : r.base.queries) {
-            if (q.key == "person") s.col_labels.push_back("Person box");
+            if (q.key == "person")
+                s.col_labels.push_back("Person box");
             else if (q.key == "object")
-                s.col_labels.push_back(r.req.object_category.empty() ? "Object box" : "Object box: " + r.req.object_category);
+                s.col_labels.push_back(r.req.object_category.empty() ? "Object box"
+                                                                     : "Object box: " + r.req.object_category);
             else
-                s.col_labels.push_back(r.req.action.empty() ? "Interaction (union)" : "Interaction: " + r.req.action + " (union)");
+                s.col_labels.push_back(r.req.action.empty() ? "Interaction (union)"
+                                                            : "Interaction: " + r.req.action + " (union)");
         }
     }
     for (const auto& b : r.boxes)
-        s.legend.push_back({box_color(b.key), b.key == "person" ? "person box" : b.key == "object" ? "object box" : "interaction (union of both)"});
-    const char* shared = o.scale == color_scale::column ? " Base and fine-tuned share each column's colour scale."
+        s.legend.push_back({box_color(b.key), b.key == "person"   ? "person box"
+                                              : b.key == "object" ? "object box"
+                                                                  : "interaction (union of both)"});
+    const char* shared = o.scale == color_scale::column   ? " Base and fine-tuned share each column's colour scale."
                          : o.scale == color_scale::figure ? " One colour scale for all panels."
                                                           : " Each panel has its own colour scale.";
-    s.footer = std::string(grounding ? "Colour: attention per patch (each map sums to 1)."
-                                     : "Colour: attention the box's patches place on every patch, mean over heads (each map sums to 1).") +
-               shared + " Entropy normalised: 1 = uniform.";
+    s.footer =
+        std::string(
+            grounding
+                ? "Colour: attention per patch (each map sums to 1)."
+                : "Colour: attention the box's patches place on every patch, mean over heads (each map sums to 1).") +
+        shared + " Entropy normalised: 1 = uniform.";
     if (!o.model_note.empty()) s.footer += " " + o.model_note;
     return s;
 }

@@ -75,7 +75,8 @@ inline written write_outputs(const comparison_result& r, const std::filesystem::
             o.flush();
             if (!o) glimpse::detail::fail("cannot write '", tjson.string(), "'");
         }
-        for (const auto& [from, to] : {std::pair{tmaps, out.maps}, std::pair{tpng, out.png}, std::pair{tjson, out.json}}) {
+        for (const auto& [from, to] :
+             {std::pair{tmaps, out.maps}, std::pair{tpng, out.png}, std::pair{tjson, out.json}}) {
             fs::rename(from, to, ec);
             if (ec) glimpse::detail::fail("cannot write '", to.string(), "': ", ec.message());
         }

@@ -78,7 +78,8 @@ public:
     }
     // The outline of [x0, x1) x [y0, y1), `thickness` pixels drawn INSIDE it, so
     // a box's outermost pixels lie exactly on its edges.
-    void stroke_rect(std::int64_t x0, std::int64_t y0, std::int64_t x1, std::int64_t y1, rgb8 c, std::int64_t thickness) {
+    void stroke_rect(std::int64_t x0, std::int64_t y0, std::int64_t x1, std::int64_t y1, rgb8 c,
+                     std::int64_t thickness) {
         const std::int64_t t = std::max<std::int64_t>(1, std::min({thickness, (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2}));
         fill_rect(x0, y0, x1, y0 + t, c);
         fill_rect(x0, y1 - t, x1, y1, c);
@@ -103,8 +104,8 @@ enum class interpolation { nearest, bilinear };
 // coordinates ((x + 0.5) grid_w / w - 0.5, (y + 0.5) grid_h / h - 0.5) — the
 // cell centres line up, as matplotlib's imshow with a shared extent. Bilinear
 // clamps at the border (edge cells keep their value up to the image edge).
-inline std::vector<float> upsample(std::span<const float> map, std::int64_t grid_h, std::int64_t grid_w,
-                                   std::int64_t w, std::int64_t h, interpolation how) {
+inline std::vector<float> upsample(std::span<const float> map, std::int64_t grid_h, std::int64_t grid_w, std::int64_t w,
+                                   std::int64_t h, interpolation how) {
     glimpse::detail::check(grid_h > 0 && grid_w > 0 && static_cast<std::int64_t>(map.size()) == grid_h * grid_w,
                            "upsample: map has ", map.size(), " values for a ", grid_h, "x", grid_w, " grid");
     glimpse::detail::check(w > 0 && h > 0, "upsample: empty target ", w, "x", h);
@@ -118,13 +119,16 @@ inline std::vector<float> upsample(std::span<const float> map, std::int64_t grid
             const double gx = (x + 0.5) * sx - 0.5;
             float v;
             if (how == interpolation::nearest) {
-                const auto r = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::floor((y + 0.5) * sy)), 0, grid_h - 1);
-                const auto c = std::clamp<std::int64_t>(static_cast<std::int64_t>(std::floor((x + 0.5) * sx)), 0, grid_w - 1);
+                const auto r =
+                    std::clamp<std::int64_t>(static_cast<std::int64_t>(std::floor((y + 0.5) * sy)), 0, grid_h - 1);
+                const auto c =
+                    std::clamp<std::int64_t>(static_cast<std::int64_t>(std::floor((x + 0.5) * sx)), 0, grid_w - 1);
                 v = at(r, c);
             } else {
                 const double cy = std::clamp(gy, 0.0, static_cast<double>(grid_h - 1));
                 const double cx = std::clamp(gx, 0.0, static_cast<double>(grid_w - 1));
-                const auto r0 = static_cast<std::int64_t>(std::floor(cy)), c0 = static_cast<std::int64_t>(std::floor(cx));
+                const auto r0 = static_cast<std::int64_t>(std::floor(cy)),
+                           c0 = static_cast<std::int64_t>(std::floor(cx));
                 const std::int64_t r1 = std::min(r0 + 1, grid_h - 1), c1 = std::min(c0 + 1, grid_w - 1);
                 const double fy = cy - static_cast<double>(r0), fx = cx - static_cast<double>(c0);
                 v = static_cast<float>((1 - fy) * ((1 - fx) * at(r0, c0) + fx * at(r0, c1)) +
@@ -150,9 +154,11 @@ inline canvas resize_image(const canvas& src, std::int64_t w, std::int64_t h) {
             double acc[3] = {0, 0, 0}, wsum = 0;
             if (sx > 1 || sy > 1) {
                 const double x0 = x * sx, x1 = (x + 1) * sx, y0 = y * sy, y1 = (y + 1) * sy;
-                for (auto yy = static_cast<std::int64_t>(std::floor(y0)); yy < std::min<std::int64_t>(src.height(), static_cast<std::int64_t>(std::ceil(y1))); ++yy) {
+                for (auto yy = static_cast<std::int64_t>(std::floor(y0));
+                     yy < std::min<std::int64_t>(src.height(), static_cast<std::int64_t>(std::ceil(y1))); ++yy) {
                     const double wy = std::min(y1, yy + 1.0) - std::max(y0, static_cast<double>(yy));
-                    for (auto xx = static_cast<std::int64_t>(std::floor(x0)); xx < std::min<std::int64_t>(src.width(), static_cast<std::int64_t>(std::ceil(x1))); ++xx) {
+                    for (auto xx = static_cast<std::int64_t>(std::floor(x0));
+                         xx < std::min<std::int64_t>(src.width(), static_cast<std::int64_t>(std::ceil(x1))); ++xx) {
                         const double wx = std::min(x1, xx + 1.0) - std::max(x0, static_cast<double>(xx));
                         const double wgt = wx * wy;
                         if (wgt <= 0) continue;
@@ -177,7 +183,9 @@ inline canvas resize_image(const canvas& src, std::int64_t w, std::int64_t h) {
                         wsum += wgt;
                     }
             }
-            const auto q = [&](double v) { return static_cast<std::uint8_t>(std::clamp(std::lround(v / wsum), 0L, 255L)); };
+            const auto q = [&](double v) {
+                return static_cast<std::uint8_t>(std::clamp(std::lround(v / wsum), 0L, 255L));
+            };
             out.set(x, y, {q(acc[0]), q(acc[1]), q(acc[2])});
         }
     return out;

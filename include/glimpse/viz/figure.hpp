@@ -32,17 +32,17 @@ inline constexpr rgb8 black{0, 0, 0}, white{255, 255, 255}, text_grey{80, 80, 80
 inline constexpr rgb8 box_green{0, 255, 0}, box_cyan{0, 255, 255}, box_yellow{255, 255, 0};
 
 struct box_outline {
-    heatmap::box b;      // original-image pixels
+    heatmap::box b;  // original-image pixels
     rgb8 color;
     std::int64_t thickness = 3;  // panel pixels, drawn inside the box
 };
 
 struct panel_spec {
-    std::vector<float> map;          // [grid_h * grid_w] raster
+    std::vector<float> map;  // [grid_h * grid_w] raster
     std::int64_t grid_h = 0, grid_w = 0;
     std::vector<std::string> title;  // lines, first one bold
     std::vector<box_outline> boxes;
-    double vmin = 0, vmax = 0;       // colour scale; vmax <= vmin: [0, max of the map]
+    double vmin = 0, vmax = 0;  // colour scale; vmax <= vmin: [0, max of the map]
 };
 
 struct legend_item {
@@ -56,17 +56,17 @@ struct figure_spec {
     std::vector<std::string> row_labels, row_sublabels;
     std::vector<std::vector<panel_spec>> panels;  // [rows][cols]
     std::vector<legend_item> legend;
-    std::string footer;                           // one line after the legend
-    std::int64_t panel_long_side = 360;           // pixels of the image's longer side in a panel
-    double alpha = 0.6;                           // weight of the colormap over the image
+    std::string footer;                  // one line after the legend
+    std::int64_t panel_long_side = 360;  // pixels of the image's longer side in a panel
+    double alpha = 0.6;                  // weight of the colormap over the image
     interpolation interp = interpolation::bilinear;
 };
 
 // Where things went, for callers that annotate further (and tests).
 struct panel_place {
     std::int64_t x = 0, y = 0, w = 0, h = 0;  // the image area
-    double scale = 1;                          // panel pixels per original pixel
-    std::int64_t bar_x = 0;                    // colour bar's left edge
+    double scale = 1;                         // panel pixels per original pixel
+    std::int64_t bar_x = 0;                   // colour bar's left edge
     double vmin = 0, vmax = 0;
 };
 struct figure_layout {
@@ -97,7 +97,8 @@ inline ticks nice_ticks(double lo, double hi, int max_ticks = 5) {
     const double first = std::ceil(lo / step - 1e-9) * step;
     for (double v = first; v <= hi + step * 1e-9; v += step) t.values.push_back(std::abs(v) < step * 1e-9 ? 0.0 : v);
     t.decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step) + 1e-9)));
-    if (std::abs(step / std::pow(10.0, -t.decimals) - std::round(step / std::pow(10.0, -t.decimals))) > 1e-6) ++t.decimals;
+    if (std::abs(step / std::pow(10.0, -t.decimals) - std::round(step / std::pow(10.0, -t.decimals))) > 1e-6)
+        ++t.decimals;
     return t;
 }
 
@@ -125,14 +126,17 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
     const std::int64_t rows = static_cast<std::int64_t>(s.panels.size());
     glimpse::detail::check(rows > 0 && !s.panels[0].empty(), "figure: no panels");
     const std::int64_t cols = static_cast<std::int64_t>(s.panels[0].size());
-    for (const auto& r : s.panels) glimpse::detail::check(static_cast<std::int64_t>(r.size()) == cols, "figure: ragged panel grid");
+    for (const auto& r : s.panels)
+        glimpse::detail::check(static_cast<std::int64_t>(r.size()) == cols, "figure: ragged panel grid");
     glimpse::detail::check(image.width() > 0 && image.height() > 0, "figure: empty image");
 
     // Sizes (pixels). Text sizes are pixel heights of the face (ascent + descent).
-    const double f_title = 26, f_sub = 16, f_col = 21, f_row = 21, f_rowsub = 15, f_ptitle = 16, f_tick = 14, f_legend = 16;
+    const double f_title = 26, f_sub = 16, f_col = 21, f_row = 21, f_rowsub = 15, f_ptitle = 16, f_tick = 14,
+                 f_legend = 16;
     const std::int64_t margin = 28, gap_col = 34, gap_row = 26, bar_gap = 10, bar_w = 16, tick_len = 5, tick_gap = 4;
 
-    const double scale = static_cast<double>(s.panel_long_side) / static_cast<double>(std::max(image.width(), image.height()));
+    const double scale =
+        static_cast<double>(s.panel_long_side) / static_cast<double>(std::max(image.width(), image.height()));
     const auto pw = std::max<std::int64_t>(1, std::lround(image.width() * scale));
     const auto ph = std::max<std::int64_t>(1, std::lround(image.height() * scale));
     const canvas small = resize_image(image, pw, ph);
@@ -152,21 +156,27 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
             }
             range[static_cast<std::size_t>(r)].push_back({lo, hi});
             const ticks t = nice_ticks(lo, hi);
-            for (double v : t.values) tick_w = std::max(tick_w, regular.measure(format_fixed(v, t.decimals), f_tick).width);
+            for (double v : t.values)
+                tick_w = std::max(tick_w, regular.measure(format_fixed(v, t.decimals), f_tick).width);
         }
-    const std::int64_t cell_w = pw + bar_gap + bar_w + tick_len + tick_gap + static_cast<std::int64_t>(std::ceil(tick_w));
+    const std::int64_t cell_w =
+        pw + bar_gap + bar_w + tick_len + tick_gap + static_cast<std::int64_t>(std::ceil(tick_w));
 
     // Vertical extents of text blocks.
-    const auto line_h = [&](const font& f, double px) { return static_cast<std::int64_t>(std::ceil(f.measure("Ag", px).height() * 1.22)); };
+    const auto line_h = [&](const font& f, double px) {
+        return static_cast<std::int64_t>(std::ceil(f.measure("Ag", px).height() * 1.22));
+    };
     std::size_t title_lines = 0;
     for (const auto& r : s.panels)
         for (const auto& p : r) title_lines = std::max(title_lines, p.title.size());
     const std::int64_t ptitle_h = static_cast<std::int64_t>(title_lines) * line_h(regular, f_ptitle) + 6;
-    const std::int64_t head_h = (s.title.empty() ? 0 : line_h(bold, f_title)) + (s.subtitle.empty() ? 0 : line_h(regular, f_sub)) + 12;
+    const std::int64_t head_h =
+        (s.title.empty() ? 0 : line_h(bold, f_title)) + (s.subtitle.empty() ? 0 : line_h(regular, f_sub)) + 12;
     const std::int64_t col_h = s.col_labels.empty() ? 0 : line_h(bold, f_col) + 4;
     const std::int64_t row_label_w = (s.row_labels.empty() ? 0 : line_h(bold, f_row)) +
                                      (s.row_sublabels.empty() ? 0 : line_h(regular, f_rowsub)) + 10;
-    const std::int64_t legend_h = (s.legend.empty() ? 0 : line_h(regular, f_legend) + 6) + (s.footer.empty() ? 0 : line_h(regular, f_sub));
+    const std::int64_t legend_h =
+        (s.legend.empty() ? 0 : line_h(regular, f_legend) + 6) + (s.footer.empty() ? 0 : line_h(regular, f_sub));
 
     const std::int64_t grid_x = margin + row_label_w;
     const std::int64_t grid_y = margin + head_h + col_h;
@@ -175,7 +185,9 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
     const std::int64_t height = grid_y + rows * row_h + (rows - 1) * gap_row + 18 + legend_h + margin;
 
     // Wide titles widen the figure rather than run off it.
-    const auto text_w = [](const font& f, const std::string& t, double px) { return static_cast<std::int64_t>(std::ceil(f.measure(t, px).width)); };
+    const auto text_w = [](const font& f, const std::string& t, double px) {
+        return static_cast<std::int64_t>(std::ceil(f.measure(t, px).width));
+    };
     if (!s.title.empty()) width = std::max(width, 2 * margin + text_w(bold, s.title, f_title));
     if (!s.subtitle.empty()) width = std::max(width, 2 * margin + text_w(regular, s.subtitle, f_sub));
     const std::int64_t extra = width - (grid_x + cols * cell_w + (cols - 1) * gap_col + margin);
@@ -190,12 +202,14 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
     std::int64_t y = margin;
     if (!s.title.empty()) {
         const auto e = bold.measure(s.title, f_title);
-        bold.draw(c, s.title, (static_cast<double>(width) - e.width) / 2, static_cast<double>(y) + e.ascent, f_title, black);
+        bold.draw(c, s.title, (static_cast<double>(width) - e.width) / 2, static_cast<double>(y) + e.ascent, f_title,
+                  black);
         y += line_h(bold, f_title);
     }
     if (!s.subtitle.empty()) {
         const auto e = regular.measure(s.subtitle, f_sub);
-        regular.draw(c, s.subtitle, (static_cast<double>(width) - e.width) / 2, static_cast<double>(y) + e.ascent, f_sub, text_grey);
+        regular.draw(c, s.subtitle, (static_cast<double>(width) - e.width) / 2, static_cast<double>(y) + e.ascent,
+                     f_sub, text_grey);
     }
 
     // Column labels, centred over the image part of each cell.
@@ -233,8 +247,8 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
                 const font& f = l == 0 ? bold : regular;
                 const auto e = f.measure(p.title[l], f_ptitle);
                 f.draw(c, p.title[l], static_cast<double>(ix) + (static_cast<double>(pw) - e.width) / 2,
-                       static_cast<double>(ry + static_cast<std::int64_t>(l) * line_h(regular, f_ptitle)) + e.ascent, f_ptitle,
-                       l == 0 ? black : text_grey);
+                       static_cast<double>(ry + static_cast<std::int64_t>(l) * line_h(regular, f_ptitle)) + e.ascent,
+                       f_ptitle, l == 0 ? black : text_grey);
             }
             draw_overlay(c, small, p, ix, iy, lo, hi, s.alpha, s.interp);
             for (const auto& b : p.boxes) {
@@ -253,7 +267,8 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
             c.stroke_rect(bx - 1, iy - 1, bx + bar_w + 1, iy + ph + 1, black, 1);
             const ticks t = nice_ticks(lo, hi);
             for (double v : t.values) {
-                const auto ty = iy + static_cast<std::int64_t>(std::lround((1.0 - (v - lo) / (hi - lo)) * static_cast<double>(ph - 1)));
+                const auto ty = iy + static_cast<std::int64_t>(
+                                         std::lround((1.0 - (v - lo) / (hi - lo)) * static_cast<double>(ph - 1)));
                 c.fill_rect(bx + bar_w, ty, bx + bar_w + tick_len, ty + 1, black);
                 const std::string lab = format_fixed(v, t.decimals);
                 const auto e = regular.measure(lab, f_tick);
@@ -269,7 +284,8 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
     if (!s.legend.empty()) {
         const std::int64_t sw = 26, sgap = 8, igap = 30;
         double total = 0;
-        for (const auto& it : s.legend) total += static_cast<double>(sw + sgap) + regular.measure(it.label, f_legend).width + igap;
+        for (const auto& it : s.legend)
+            total += static_cast<double>(sw + sgap) + regular.measure(it.label, f_legend).width + igap;
         total -= igap;
         double lx = (static_cast<double>(width) - total) / 2;
         const auto e0 = regular.measure("Ag", f_legend);
@@ -285,7 +301,8 @@ inline canvas render_figure(const figure_spec& s, const canvas& image, const fon
     }
     if (!s.footer.empty()) {
         const auto e = regular.measure(s.footer, f_sub);
-        regular.draw(c, s.footer, (static_cast<double>(width) - e.width) / 2, static_cast<double>(ly) + e.ascent, f_sub, text_grey);
+        regular.draw(c, s.footer, (static_cast<double>(width) - e.width) / 2, static_cast<double>(ly) + e.ascent, f_sub,
+                     text_grey);
     }
     if (layout_out) *layout_out = std::move(lay);
     return c;

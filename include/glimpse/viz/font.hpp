@@ -93,7 +93,8 @@ public:
     // Where the default face is looked for, in order.
     static std::vector<std::filesystem::path> default_paths(bool bold = false) {
         std::vector<std::filesystem::path> p;
-        if (const char* env = std::getenv(bold ? "GLIMPSE_FONT_BOLD" : "GLIMPSE_FONT"); env && *env) p.emplace_back(env);
+        if (const char* env = std::getenv(bold ? "GLIMPSE_FONT_BOLD" : "GLIMPSE_FONT"); env && *env)
+            p.emplace_back(env);
         const char* name = bold ? "DejaVuSans-Bold.ttf" : "DejaVuSans.ttf";
         for (const char* dir : {"/usr/share/fonts/truetype/dejavu/", "/usr/share/fonts/dejavu/",
                                 "/usr/share/fonts/dejavu-sans-fonts/", "/usr/local/share/fonts/", "/Library/Fonts/"})
@@ -107,7 +108,8 @@ public:
         for (const auto& p : default_paths(bold))
             if (std::filesystem::is_regular_file(p, ec)) return load(p);
         if (warning)
-            *warning = std::string("no TrueType font found (looked for ") + default_paths(bold).back().filename().string() +
+            *warning = std::string("no TrueType font found (looked for ") +
+                       default_paths(bold).back().filename().string() +
                        " under /usr/share/fonts/truetype/dejavu/; install fonts-dejavu-core or set GLIMPSE_FONT); "
                        "labels use stb_easy_font's built-in stroke font";
         return font();
@@ -213,7 +215,8 @@ private:
             const auto* v = reinterpret_cast<const float*>(buf.data() + q * 64);
             const double x0 = v[0] * k, y0 = v[1] * k + top, x1 = v[8] * k, y1 = v[9] * k + top;
             for (auto y = static_cast<std::int64_t>(std::floor(y0)); y < static_cast<std::int64_t>(std::ceil(y1)); ++y)
-                for (auto x = static_cast<std::int64_t>(std::floor(x0)); x < static_cast<std::int64_t>(std::ceil(x1)); ++x)
+                for (auto x = static_cast<std::int64_t>(std::floor(x0)); x < static_cast<std::int64_t>(std::ceil(x1));
+                     ++x)
                     if (x >= 0 && y >= 0 && x < m.w && y < m.h) m.a[static_cast<std::size_t>(y * m.w + x)] = 255;
         }
     }
