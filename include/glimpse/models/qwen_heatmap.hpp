@@ -264,8 +264,10 @@ public:
         requires heatmap::integration_policy<Policy, B>
     vision_output<B> encode_with(B& be, const pixel_batch& px, const Policy& policy,
                                  const encode_inputs<B>& extra = {}) const {
-        return std::visit(
-            [&](const auto& t) { return t.encode(be, px.pixel_values.cv(), px.grid_thw, policy, extra); }, tower_);
+        // The pixels live on the host (preprocess); a device backend needs them in its memory.
+        const tensor_t pixels = be.upload(px.pixel_values.cv());
+        return std::visit([&](const auto& t) { return t.encode(be, pixels.cv(), px.grid_thw, policy, extra); },
+                          tower_);
     }
 
     // The plain tower: no heatmap, the head is not run.
