@@ -9,28 +9,14 @@
 #include <glimpse/backend/cpu.hpp>
 #include <glimpse/backend/reference.hpp>
 
+#include "backend/backend_check.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;
 using test::compare;
 using test::randn;
 
-namespace {
-constexpr double kTol = 2e-5;
-
-template <class Op>
-void check_op(const char* what, const shape& out_shape, Op op, double tol = kTol) {
-    reference ref;
-    cpu fast;
-    tensor a(out_shape), b(out_shape);
-    op(ref, a.v());
-    op(fast, b.v());
-    const auto e = compare(b.cv(), a.cv());
-    INFO(what << ": max abs " << e.max_abs << ", max ref " << e.max_ref << ", rel " << e.rel());
-    REQUIRE(e.max_ref > 0);
-    REQUIRE(e.rel() < tol);
-}
-}  // namespace
+using test::check_op;
 
 static_assert(TrainingBackend<reference> && TrainingBackend<cpu>);
 
