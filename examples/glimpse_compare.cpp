@@ -119,6 +119,21 @@ cmp::figure_options figure_opts(const options& o) {
     return f;
 }
 
+// What single and batch runs check and load before any image: the output directory, both
+// model sources (the fine-tuned one may be a head-only directory on the base's encoder), fonts.
+struct inputs {
+    cmp::model_source base, tuned;
+    cmp::fonts fonts;
+};
+inputs resolve_inputs(const options& o) {
+    std::error_code ec;
+    if (fs::exists(o.output_dir, ec) && !fs::is_directory(o.output_dir, ec))
+        glimpse::detail::fail("--output_dir '", o.output_dir, "' exists and is not a directory");
+    auto base = cmp::model_source::resolve(o.base_model, "--base_model");
+    auto tuned = cmp::model_source::resolve(o.finetuned_model, "--finetuned_model", base.encoder_dir);
+    return {std::move(base), std::move(tuned), cmp::fonts::system_default()};
+}
+
 template <glimpse::Backend B>
 int run_single(B& be, const options& o, const char* backend_name) {
     const cmp::task_type task = cmp::parse_task_type(o.task);
@@ -131,12 +146,7 @@ int run_single(B& be, const options& o, const char* backend_name) {
     const auto opt = [](const std::vector<double>& v) { return v.empty() ? std::nullopt : std::optional(v); };
     const cmp::request req = make_request(img, task, bf, opt(o.person_box), opt(o.object_box), o.action,
                                           o.object_category, fs::path(o.image_path).filename().string());
-    std::error_code ec;
-    if (fs::exists(o.output_dir, ec) && !fs::is_directory(o.output_dir, ec))
-        glimpse::detail::fail("--output_dir '", o.output_dir, "' exists and is not a directory");
-    const auto base = cmp::model_source::resolve(o.base_model, "--base_model");
-    const auto tuned = cmp::model_source::resolve(o.finetuned_model, "--finetuned_model", base.encoder_dir);
-    const cmp::fonts fonts = cmp::fonts::system_default();
+    const auto [base, tuned, fonts] = resolve_inputs(o);
 
     std::printf("glimpse %s: compare attention, %s task (backend: %s)\n", GLIMPSE_VERSION_STRING,
                 std::string(cmp::name(task)).c_str(), backend_name);
@@ -174,12 +184,8 @@ int run_batch(B& be, const options& o, const char* backend_name) {
                            "--batch takes the images and boxes from the JSONL file; drop --image_path, --person_box "
                            "and --object_box");
     const auto items = cmp::read_batch(o.batch);
+    const auto [base, tuned, fonts] = resolve_inputs(o);
     std::error_code ec;
-    if (fs::exists(o.output_dir, ec) && !fs::is_directory(o.output_dir, ec))
-        glimpse::detail::fail("--output_dir '", o.output_dir, "' exists and is not a directory");
-    const auto base = cmp::model_source::resolve(o.base_model, "--base_model");
-    const auto tuned = cmp::model_source::resolve(o.finetuned_model, "--finetuned_model", base.encoder_dir);
-    const cmp::fonts fonts = cmp::fonts::system_default();
     std::printf("glimpse %s: compare attention, batch of %zu images from %s (backend: %s)\n", GLIMPSE_VERSION_STRING,
                 items.size(), o.batch.c_str(), backend_name);
     if (!fonts.warning.empty()) std::fprintf(stderr, "glimpse-compare: warning: %s\n", fonts.warning.c_str());
