@@ -9,6 +9,9 @@
 // operand of gemm is widened one panel of `kPanel` rows at a time into a
 // per-call scratch, so memory stays at the bf16 size while the math is f32.
 //
+// set_matmul_precision(matmul_precision::bf16) rounds gemm inputs to bf16 and runs them on
+// AMX tiles where the CPU has them (cpu/bf16_gemm.hpp), on an emulation elsewhere.
+//
 // Attention is a fused, flash-style kernel (detail::cpu_impl::attn_tiles): a tile
 // of kTileQ queries of one head walks its keys in blocks with an online softmax,
 // in its own SIMD micro-kernels rather than GEMM calls (a 64 x 80 x S product is
@@ -40,6 +43,7 @@
 #include <immintrin.h>
 #endif
 
+#include "glimpse/backend/cpu/bf16_gemm.hpp"
 #include "glimpse/backend/host_memory.hpp"
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
@@ -527,6 +531,15 @@ public:
     static constexpr std::int64_t kTileQ = detail::cpu_impl::kTq;
     static constexpr std::int64_t kPanel = 256;
 
+    cpu() = default;
+    explicit cpu(glimpse::matmul_precision p) : precision_(p) {}
+
+    // f32 (the default) or bf16 inputs for gemm; see core/backend.hpp.
+    void set_matmul_precision(glimpse::matmul_precision p) { precision_ = p; }
+    glimpse::matmul_precision matmul_precision() const { return precision_; }
+    // Whether bf16 gemms run on AMX tiles here (else on the emulation: same results, f32 speed).
+    static bool bf16_gemm_native() { return detail::cpu_impl::amx_bf16_available(); }
+
     void copy(const cview& src, const view& dst) {
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
         if (src.type() == dst.type() && src.is_contiguous() && dst.is_contiguous()) {
@@ -930,6 +943,8 @@ public:
     }
 
 private:
+    glimpse::matmul_precision precision_ = glimpse::matmul_precision::f32;
+
     // An f32 view with collapsible rows: v itself when it is one, else a contiguous f32 copy in `holder`.
     cview f32_rows(const cview& v, tensor& holder, std::int64_t& m, std::int64_t& n, std::int64_t& ld) {
         if (v.type() == dtype::f32 && detail::cpu_impl::rows_view(v, m, n, ld)) return v;
@@ -1054,6 +1069,10 @@ private:
 
     void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
                 std::int64_t k) {
+        if (precision_ == glimpse::matmul_precision::bf16) {
+            gemm2d_bf16(A, B, C, g, m, n, k);
+            return;
+        }
         tensor af;
         const cview Af = as_f32(A, af);
         float* c = C.ptr<float>();
@@ -1072,6 +1091,33 @@ private:
                 detail::cpu_impl::widen(B, 0, k, n0, n1, panel.data());  // columns of [K, N]
             detail::cpu_impl::sgemm(g.trans_a, g.trans_b, m, nb, k, g.alpha, Af.ptr<float>(), Af.stride(0), panel.data(),
                                     g.trans_b ? k : nb, g.beta, c + n0, C.stride(0));
+        }
+    }
+
+    void gemm2d_bf16(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m,
+                     std::int64_t n, std::int64_t k) {
+        using detail::cpu_impl::gemm_operand;
+        const gemm_operand a{A.data(), A.type(), A.stride(0), g.trans_a};
+        const gemm_operand b{B.data(), B.type(), B.stride(0), g.trans_b};
+        float* c = C.ptr<float>();
+#if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
+        if (detail::cpu_impl::amx_bf16_available() && k > 0) {
+            detail::cpu_impl::bf16_gemm_amx(a, b, m, n, k, g.alpha, g.beta, c, C.stride(0));
+            return;
+        }
+#endif
+        // The emulation: the same rounded operands through sgemm, op(B) a panel of columns at a time.
+        const std::vector<float> ar = detail::cpu_impl::rounded_dense(a, m, k);
+        std::vector<float> panel(static_cast<std::size_t>(std::min(kPanel, n) * k));
+        for (std::int64_t n0 = 0; n0 < n; n0 += kPanel) {
+            const std::int64_t nb = std::min(kPanel, n - n0);
+            detail::cpu_impl::parallel_rows(nb, k, [&](std::int64_t j) {
+                for (std::int64_t kk = 0; kk < k; ++kk)
+                    panel[static_cast<std::size_t>(j * k + kk)] =
+                        detail::cpu_impl::round_bf16(detail::cpu_impl::operand_at(b, kk, n0 + j));
+            });
+            detail::cpu_impl::sgemm(false, true, m, nb, k, g.alpha, ar.data(), k, panel.data(), k, g.beta, c + n0,
+                                    C.stride(0));
         }
     }
 

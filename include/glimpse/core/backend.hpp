@@ -39,6 +39,15 @@ constexpr std::string_view name(activation a) noexcept {
     return "?";
 }
 
+// What a backend's gemm may round its inputs to (the meaning of PyTorch's
+// set_float32_matmul_precision "highest" / "medium"): f32 keeps them exact; bf16
+// rounds both operands to bf16 (nearest even) and sums the products in f32, which
+// is what bf16 matrix units (AMX, tensor cores) compute at several times the rate.
+// Only gemm is affected: attention, norms, softmax and residuals stay f32.
+enum class matmul_precision : std::uint8_t { f32, bf16 };
+
+constexpr std::string_view name(matmul_precision p) noexcept { return p == matmul_precision::f32 ? "f32" : "bf16"; }
+
 // C = alpha * op(A) * op(B) + beta * C (+ bias broadcast over rows).
 // A [M, K] (or [K, M] with trans_a), B [K, N] (or [N, K] with trans_b — the
 // nn.Linear weight layout [out, in]), C [M, N]. Rank-3 operands are a batch:
