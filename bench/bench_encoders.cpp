@@ -13,10 +13,12 @@
 // SGEMM peak measured first, in the same process):
 //   peak/eigen_sgemm_2048            Eigen's own product, 2048^3: the practical peak
 //   peak/cpu_gemm_2048               the cpu backend's gemm (what the layers call)
-//   encode/<family>/<side>           qwen2_5_vision<cpu>::encode / qwen3_vision<cpu>::encode,
+//   encode/<family>/<side>/<prec>    qwen2_5_vision<cpu>::encode / qwen3_vision<cpu>::encode,
 //                                    pixel_values ~ N(0,1) for the grid the processor gives
 //                                    an image of that side (Qwen2.5: 448 -> 32x32, 1024 -> 74x74
-//                                    via smart_resize to 1036; Qwen3: 28x28, 64x64)
+//                                    via smart_resize to 1036; Qwen3: 28x28, 64x64); prec is the
+//                                    cpu backend's matmul precision, f32 or bf16 (AMX where the
+//                                    CPU has it; x_peak and x_gemm stay relative to the f32 peak)
 //
 // Each encoder row first runs one STAGED forward (untimed for the row; it doubles as the
 // warm-up): the tower's own pieces called in encode's order (patch embed [+ pos embed],
@@ -420,8 +422,13 @@ stage_ms staged_qwen3(const glimpse::models::qwen3_vision<cpu>& tw, const glimps
 }
 
 // ---- encoder rows ---------------------------------------------------------------------------
-void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side) {
+void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, glimpse::matmul_precision prec) {
     ensure_peak();
+    struct precision_scope {  // the row's precision, restored for the next row
+        explicit precision_scope(glimpse::matmul_precision p) { g_be.set_matmul_precision(p); }
+        ~precision_scope() { g_be.set_matmul_precision(glimpse::matmul_precision::f32); }
+    } const scope(prec);
+    if (prec == glimpse::matmul_precision::bf16) st.SetLabel(cpu::bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
     loaded& M = model_of(fam);
     const auto& c = M.cfg;
     const std::int64_t gs = grid_side(side, c);
@@ -482,6 +489,7 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side) 
     st.counters["others"] = others;
     st.counters["load1"] = load_before;
     if (!finite) st.SetLabel("NON-FINITE OUTPUT");
+    const std::string prec_name(glimpse::name(prec));
     std::string runs;
     for (double x : t) {
         char buf[32];
@@ -489,11 +497,11 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side) 
         runs += buf;
     }
     std::fprintf(stderr,
-                 "[%s %lld: grid %lldx%lld N=%lld | GFLOP %.1f (patch %.1f, qkv+proj %.1f, mlp %.1f, attn %.1f, "
+                 "[%s %lld %s: grid %lldx%lld N=%lld | GFLOP %.1f (patch %.1f, qkv+proj %.1f, mlp %.1f, attn %.1f, "
                  "merger %.1f) | stages ms: patch %.0f blocks %.0f (%.1f GFLOP/s) merger %.0f total %.0f | "
                  "encode %s s (median %.2f) | peak %.0f MiB, weights %.0f MiB, load %.1f s, rss after load %.0f MiB | "
                  "load1 %.2f -> %.2f]\n",
-                 fam.dir, static_cast<long long>(side), static_cast<long long>(gs), static_cast<long long>(gs),
+                 fam.dir, static_cast<long long>(side), prec_name.c_str(), static_cast<long long>(gs), static_cast<long long>(gs),
                  static_cast<long long>(n), flop * 1e-9, F.patch * 1e-9, F.linear * 1e-9, F.mlp * 1e-9,
                  F.attn * 1e-9, F.merger * 1e-9, sm.patch, sm.blocks, F.blocks() / sm.blocks * 1e-6, sm.merger,
                  sm.total,
@@ -508,14 +516,18 @@ int main(int argc, char** argv) {
     using benchmark::RegisterBenchmark;
     register_peak_rows(env_int("GLIMPSE_PEAK_ITERS", 7));
     for (const family_spec* fam : {&kQwen25, &kQwen3})
-        for (std::int64_t side : {448, 1024}) {
-            const std::string name = std::string("encode/") + fam->dir + "/" + std::to_string(side);
-            const int reps = env_int(side >= 1024 ? "GLIMPSE_ENC_REPS_LARGE" : "GLIMPSE_ENC_REPS", side >= 1024 ? 1 : 2);
-            RegisterBenchmark(name.c_str(), [fam, side](benchmark::State& st) { bm_encode(st, *fam, side); })
-                ->UseManualTime()
-                ->Unit(benchmark::kSecond)
-                ->Iterations(reps);
-        }
+        for (std::int64_t side : {448, 1024})
+            for (auto prec : {glimpse::matmul_precision::f32, glimpse::matmul_precision::bf16}) {
+                const std::string name = std::string("encode/") + fam->dir + "/" + std::to_string(side) + "/" +
+                                         std::string(glimpse::name(prec));
+                const int reps =
+                    env_int(side >= 1024 ? "GLIMPSE_ENC_REPS_LARGE" : "GLIMPSE_ENC_REPS", side >= 1024 ? 1 : 2);
+                RegisterBenchmark(name.c_str(),
+                                  [fam, side, prec](benchmark::State& st) { bm_encode(st, *fam, side, prec); })
+                    ->UseManualTime()
+                    ->Unit(benchmark::kSecond)
+                    ->Iterations(reps);
+            }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

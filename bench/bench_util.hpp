@@ -210,6 +210,23 @@ inline void bm_cpu_gemm(benchmark::State& st) {
     m.finish(st, kPeakFlop);
 }
 
+// The cpu backend's gemm under bf16 matmul precision, on a Linear's operands: f32 activations
+// times bf16 weights stored [N, K] (AMX tiles where the CPU has them; see the row's label).
+inline void bm_cpu_gemm_bf16(benchmark::State& st) {
+    cpu be(glimpse::matmul_precision::bf16);
+    tensor a(shape{kPeakN, kPeakN}), w32(shape{kPeakN, kPeakN}), c(shape{kPeakN, kPeakN});
+    fill_uniform(a.ptr<float>(), a.numel(), 1);
+    fill_uniform(w32.ptr<float>(), w32.numel(), 2);
+    const tensor w = w32.to(glimpse::dtype::bf16);
+    auto run = [&] { be.gemm(a.cv(), w.cv(), c.v(), gemm_args{.trans_b = true}, cview{}); };
+    run();
+    row_meter m;
+    for (auto _ : st) m.time(run, &st);
+    benchmark::DoNotOptimize(c.data());
+    m.finish(st, kPeakFlop);
+    st.SetLabel(cpu::bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
+}
+
 // Registers the peak rows (first: the other rows read g_peak_gflops).
 inline void register_peak_rows(int iterations) {
     using benchmark::RegisterBenchmark;
@@ -224,6 +241,10 @@ inline void register_peak_rows(int iterations) {
         ->Iterations(iterations);
 #endif
     RegisterBenchmark("peak/cpu_gemm_2048", bm_cpu_gemm)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(iterations);
+    RegisterBenchmark("peak/cpu_gemm_bf16_2048", bm_cpu_gemm_bf16)
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(iterations);
