@@ -28,8 +28,12 @@ struct device_spec {
     enum class kind_t : unsigned char { cpu, cuda };
     kind_t kind = kind_t::cpu;
     int index = 0;  // cuda:N
+    glimpse::matmul_precision precision = glimpse::matmul_precision::f32;  // --precision (cpu only)
 
-    std::string str() const { return kind == kind_t::cpu ? "cpu" : "cuda:" + std::to_string(index); }
+    std::string str() const {
+        return (kind == kind_t::cpu ? std::string("cpu") : "cuda:" + std::to_string(index)) +
+               (precision == glimpse::matmul_precision::bf16 ? " (bf16 matmul)" : "");
+    }
     friend bool operator==(const device_spec&, const device_spec&) = default;
 };
 
@@ -56,17 +60,26 @@ inline device_spec parse_device(std::string_view s) {
     detail::fail("--device: '", s, "' is not a device (expected cpu, cuda or cuda:N)");
 }
 
+// "f32" or "bf16" (--precision): see matmul_precision in core/backend.hpp.
+inline glimpse::matmul_precision parse_matmul_precision(std::string_view s) {
+    if (s == "f32") return glimpse::matmul_precision::f32;
+    if (s == "bf16") return glimpse::matmul_precision::bf16;
+    detail::fail("--precision: '", s, "' is not a matmul precision (expected f32 or bf16)");
+}
+
 // f(be) with be a glimpse::cpu or glimpse::cuda constructed for `d`.
 template <class F>
 decltype(auto) with_backend(const device_spec& d, F&& f) {
     using R = std::invoke_result_t<F&, cpu&>;
     if (d.kind == device_spec::kind_t::cpu) {
-        cpu be;
+        cpu be(d.precision);
         return static_cast<R>(f(be));
     }
 #if defined(GLIMPSE_HAVE_CUDA)
     static_assert(std::is_same_v<R, std::invoke_result_t<F&, cuda&>>,
                   "with_backend: the body must return the same type for cpu and cuda");
+    if (d.precision != glimpse::matmul_precision::f32)
+        detail::fail("--precision ", name(d.precision), ": the cuda backend computes its GEMMs in f32 only");
     const int n = cuda::device_count();
     if (n == 0) detail::fail("--device ", d.str(), ": no CUDA device");
     if (d.index >= n) detail::fail("--device ", d.str(), ": no CUDA device ", d.index, " (", n, " present)");
