@@ -22,7 +22,10 @@ inline tensor randn(const shape& s, std::uint64_t seed, float scale = 1.0f, dtyp
 struct error_stats {
     double max_abs = 0;  // max |a - b|
     double max_ref = 0;  // max |b|
+    double sum_sq = 0;   // sum (a - b)^2
+    std::int64_t n = 0;
     double rel() const { return max_abs / std::max(max_ref, 1e-30); }  // scale-aware relative error
+    double rms() const { return n ? std::sqrt(sum_sq / static_cast<double>(n)) : 0.0; }
 };
 
 // Compares two views of equal shape elementwise (through f32 loads).
@@ -35,6 +38,8 @@ inline error_stats compare(const cview& a, const cview& b) {
         const double x = load_f32(a.data(), a.type(), off);
         const double y = load_f32(b.data(), b.type(), boffs[static_cast<std::size_t>(flat)]);
         e.max_abs = std::max(e.max_abs, std::isnan(x - y) ? INFINITY : std::abs(x - y));
+        e.sum_sq += (x - y) * (x - y);
+        ++e.n;
         e.max_ref = std::max(e.max_ref, std::abs(y));
     });
     return e;

@@ -409,16 +409,6 @@ TEMPLATE_TEST_CASE("qwen3-vl tower with bf16 weights stays bf16 and matches the 
 //    (measured 2.3e-7 on AMX and on the emulation; a flip would show as >= 1e-3).
 template <class Tower>
 void check_bf16_matmul_parity(const std::string& dir, const std::string& family) {
-    const auto rms = [](const cview& a, const cview& b) {
-        double s = 0;
-        std::vector<double> bv;
-        detail::for_each_offset(b, [&](std::int64_t, std::int64_t off) { bv.push_back(load_f32(b.data(), b.type(), off)); });
-        detail::for_each_offset(a, [&](std::int64_t i, std::int64_t off) {
-            const double e = load_f32(a.data(), a.type(), off) - bv[static_cast<std::size_t>(i)];
-            s += e * e;
-        });
-        return std::sqrt(s / static_cast<double>(std::max<std::int64_t>(a.numel(), 1)));
-    };
     cpu be(matmul_precision::bf16);
     const checkpoint ck(dir);
     const auto cfg = models::qwen_vision_config::load(dir);
@@ -439,7 +429,7 @@ void check_bf16_matmul_parity(const std::string& dir, const std::string& family)
         for (const auto& [n, v] : got) {
             INFO(n);
             const cview want = fx[family + "." + n + "." + K], exact = inputs[n + "." + K];
-            const double ours_rms = rms(v, want), exact_rms = rms(exact, want);
+            const double ours_rms = test::compare(v, want).rms(), exact_rms = test::compare(exact, want).rms();
             if (verbose()) {
                 std::printf("%s bf16 matmul case %d: RMS to rounded oracle %.2e, exact forward's %.2e; vs exact:\n",
                             family.c_str(), k, ours_rms, exact_rms);

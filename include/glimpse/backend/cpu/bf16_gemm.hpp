@@ -49,35 +49,18 @@ struct gemm_operand {
     bool trans;
 };
 
-inline float operand_at(const gemm_operand& x, std::int64_t row, std::int64_t col) {
-    const std::int64_t i = x.trans ? col * x.ld + row : row * x.ld + col;  // op(X)[row, col]
-    switch (x.type) {
-        case dtype::f32: {
-            float f;
-            std::memcpy(&f, x.data + i * 4, 4);
-            return f;
-        }
-        case dtype::bf16: {
-            bf16_t b;
-            std::memcpy(&b, x.data + i * 2, 2);
-            return to_f32(b);
-        }
-        case dtype::f16: {
-            f16_t h;
-            std::memcpy(&h, x.data + i * 2, 2);
-            return to_f32(h);
-        }
-    }
-    return 0.0f;
+// Element offset of op(X)[row, col].
+inline std::int64_t operand_index(const gemm_operand& x, std::int64_t row, std::int64_t col) {
+    return x.trans ? col * x.ld + row : row * x.ld + col;
 }
 
+inline float operand_at(const gemm_operand& x, std::int64_t row, std::int64_t col) {
+    return load_f32(x.data, x.type, operand_index(x, row, col));
+}
+
+// op(X)[row, col] as bf16 bits: a bf16 operand's own bits (no round trip through f32).
 inline std::uint16_t bf16_bits(const gemm_operand& x, std::int64_t row, std::int64_t col) {
-    if (x.type == dtype::bf16) {
-        const std::int64_t i = x.trans ? col * x.ld + row : row * x.ld + col;
-        std::uint16_t b;
-        std::memcpy(&b, x.data + i * 2, 2);
-        return b;
-    }
+    if (x.type == dtype::bf16) return reinterpret_cast<const bf16_t*>(x.data)[operand_index(x, row, col)].bits;
     return to_bf16(operand_at(x, row, col)).bits;
 }
 
