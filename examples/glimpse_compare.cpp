@@ -38,12 +38,16 @@ namespace fs = std::filesystem;
 struct options {
     std::string base_model, finetuned_model, image_path, output_dir, task = "referring", action, object_category;
     std::vector<double> person_box, object_box;
-    std::string box_format = "pixels", device = "cpu", batch, interpolation = "bilinear", color_scale = "column", precision = "f32";
+    std::string box_format = "pixels", device = "cpu", batch, interpolation = "bilinear", color_scale = "column",
+                precision = "f32";
     std::uint64_t seed = 0;
     int threads = 0;
     std::int64_t panel_size = 360;
     double alpha = 0.5;
     bool verbose = false;
+    // Where each model's head is (models/head_locator.hpp); empty: found by structure.
+    std::string head_prefix, head_names, base_head_prefix, base_head_names;
+    bool allow_untrained = false;
 };
 
 std::string mass_line(const char* label, double uni, double a, double b) {
@@ -131,6 +135,11 @@ inputs resolve_inputs(const options& o) {
         glimpse::detail::fail("--output_dir '", o.output_dir, "' exists and is not a directory");
     auto base = cmp::model_source::resolve(o.base_model, "--base_model");
     auto tuned = cmp::model_source::resolve(o.finetuned_model, "--finetuned_model", base.encoder_dir);
+    base.head_prefix = o.base_head_prefix;
+    tuned.head_prefix = o.head_prefix;
+    if (!o.base_head_names.empty()) base.head_names = glimpse::models::head_name_map::from_json(o.base_head_names);
+    if (!o.head_names.empty()) tuned.head_names = glimpse::models::head_name_map::from_json(o.head_names);
+    tuned.require_head = !o.allow_untrained;  // a fine-tuned model without its head is a mistake, not a result
     return {std::move(base), std::move(tuned), cmp::fonts::system_default()};
 }
 
@@ -273,10 +282,10 @@ int main(int argc, char** argv) {
         "interaction\n"
         "  OUTPUT_DIR/attention_comparison_TASK.json         mass in each box, entropy, peak, base - fine-tuned\n"
         "  OUTPUT_DIR/attention_comparison_TASK.safetensors  the raw maps [grid_h, grid_w], raster order\n"
-        "A model is a Hugging Face checkpoint directory (heatmap_head.* used when present, else a seeded UNTRAINED "
-        "head)\n"
-        "or a head-only directory written by glimpse-train (its encoder: the base model's). Every flag also has a\n"
-        "dashed spelling (--base-model for --base_model)."};
+        "A model is a Hugging Face checkpoint directory, sharded or not, whose heatmap head is found under any\n"
+        "prefix (the fine-tuned model must have one unless --allow_untrained; the base model gets a seeded UNTRAINED\n"
+        "head without), or a head-only directory written by glimpse-train (its encoder: the base model's). Every\n"
+        "flag also has a dashed spelling (--base-model for --base_model)."};
     app.footer(
         "\nExamples:\n"
         "  glimpse-compare --base_model tests/data/qwen3_vl_tiny --finetuned_model "
@@ -334,6 +343,16 @@ int main(int argc, char** argv) {
     app.add_option("--color_scale,--color-scale", o.color_scale,
                    "column (default: base and fine-tuned share each column's scale), panel (each its own) or figure")
         ->check(CLI::IsMember({"column", "panel", "figure"}));
+    app.add_option("--head_prefix,--head-prefix", o.head_prefix,
+                   "the fine-tuned head's tensor prefix in its checkpoint, e.g. model.visual.heatmap_head (default: "
+                   "found by structure under any prefix; needed when a checkpoint holds several heads)");
+    app.add_option("--head_names,--head-names", o.head_names,
+                   "JSON name map for a head whose trainer named the leaves differently (docs/weights.md)");
+    app.add_option("--base_head_prefix,--base-head-prefix", o.base_head_prefix, "--head_prefix for the base model");
+    app.add_option("--base_head_names,--base-head-names", o.base_head_names, "--head_names for the base model");
+    app.add_flag("--allow_untrained,--allow-untrained", o.allow_untrained,
+                 "compare even when the fine-tuned model has no heatmap head (a seeded, UNTRAINED one is used); "
+                 "without it that is an error");
     app.add_flag("--verbose,-v", o.verbose, "print per-stage timings and the head's execution path");
     try {
         app.parse(argc, argv);

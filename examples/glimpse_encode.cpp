@@ -53,7 +53,8 @@ std::string join(const glimpse::models::grid_thw_t& g) {
 }
 
 int run(const std::string& model, const std::string& image_path, const std::vector<double>& box_arg,
-        const std::string& out_path, glimpse::matmul_precision precision) {
+        const std::string& out_path, glimpse::matmul_precision precision,
+        const glimpse::models::qwen_head_options& head_opt) {
     namespace models = glimpse::models;
     cpu be(precision);
 
@@ -69,7 +70,7 @@ int run(const std::string& model, const std::string& image_path, const std::vect
     const double decode_ms = ms_since(t_pre);
 
     const auto t_load = clock_type::now();
-    const auto enc = models::qwen_encoder<cpu>::load(be, model);
+    const auto enc = models::qwen_encoder<cpu>::load(be, model, head_opt);
     const double load_ms = ms_since(t_load);
 
     const auto t_prep = clock_type::now();
@@ -81,8 +82,9 @@ int run(const std::string& model, const std::string& image_path, const std::vect
     const std::int64_t n = grid[0] * grid[1] * grid[2], merged = n / cfg.merge_group();
     std::printf("glimpse %s: encode (backend: cpu, matmul precision %s%s)\n", GLIMPSE_VERSION_STRING,
                 std::string(glimpse::name(precision)).c_str(),
-                precision == glimpse::matmul_precision::bf16 ? (cpu::bf16_gemm_native() ? " on AMX" : ", emulated: no AMX here")
-                                                             : "");
+                precision == glimpse::matmul_precision::bf16
+                    ? (cpu::bf16_gemm_native() ? " on AMX" : ", emulated: no AMX here")
+                    : "");
     std::printf("  model    %s (%s, depth %lld, D=%lld, heads %lld)\n", model.c_str(),
                 std::string(models::name(cfg.family)).c_str(), static_cast<long long>(cfg.depth),
                 static_cast<long long>(cfg.hidden_size), static_cast<long long>(cfg.num_heads));
@@ -101,7 +103,9 @@ int run(const std::string& model, const std::string& image_path, const std::vect
                     cfg.family == models::qwen_family::qwen2_5_vl ? "rms_swiglu" : "ln_gelu_tanh",
                     static_cast<long long>(hc.dim), static_cast<long long>(hc.heads),
                     static_cast<long long>(hc.intermediate), enc.head_source().c_str());
-        if (!enc.head_trained()) std::printf("  note     the head is UNTRAINED (no heatmap_head.* in %s)\n", model.c_str());
+        if (!enc.head_trained())
+            std::printf("  note     the head is UNTRAINED (no heatmap head in %s; --head DIR loads one)\n",
+                        model.c_str());
         r = enc.encode_box(be, px, *box, static_cast<double>(img.width), static_cast<double>(img.height));
     } else {
         std::printf("  head     not run (no --heatmap-box)\n");
@@ -126,7 +130,7 @@ int run(const std::string& model, const std::string& image_path, const std::vect
         std::vector<glimpse::tensor> ds;
         for (const auto& d : feats.deepstack) ds.push_back(be.download(d.cv()));
         std::vector<std::pair<std::string, glimpse::cview>> tensors = {{"hidden", hidden.cv()},
-                                                                        {"merged", merged_t.cv()}};
+                                                                       {"merged", merged_t.cv()}};
         std::vector<std::string> ds_names;
         for (std::size_t j = 0; j < ds.size(); ++j) ds_names.push_back("deepstack." + std::to_string(j));
         for (std::size_t j = 0; j < ds.size(); ++j) tensors.emplace_back(ds_names[j], ds[j].cv());
@@ -134,7 +138,8 @@ int run(const std::string& model, const std::string& image_path, const std::vect
             {"format", "pt"},
             {"family", std::string(models::name(cfg.family))},
             {"grid_thw", join(grid)},
-            {"resized_hw", "[" + std::to_string(px.resized_hw[0].first) + ", " + std::to_string(px.resized_hw[0].second) + "]"},
+            {"resized_hw",
+             "[" + std::to_string(px.resized_hw[0].first) + ", " + std::to_string(px.resized_hw[0].second) + "]"},
             {"image_wh", "[" + std::to_string(img.width) + ", " + std::to_string(img.height) + "]"},
             {"hidden_order", "merge-block (rows of pixel_values)"},
             {"merged_order", "merged raster"}};
@@ -166,8 +171,16 @@ int main(int argc, char** argv) {
     std::string model, image, out;
     std::vector<double> box;
     int threads = 0;
-    std::string precision = "f32";
+    std::string precision = "f32", head_names;
+    glimpse::models::qwen_head_options head_opt;
     app.add_option("--model", model, "checkpoint directory (config.json + safetensors)")->required();
+    app.add_option("--head", head_opt.head_dir,
+                   "where the heatmap head is, when not in --model: a glimpse-train head directory, a checkpoint "
+                   "directory or a .safetensors file (the head must be there)");
+    app.add_option("--head-prefix,--head_prefix", head_opt.prefix,
+                   "the head's tensor prefix, e.g. model.visual.heatmap_head (default: found by structure)");
+    app.add_option("--head-names,--head_names", head_names,
+                   "JSON name map for a head whose leaves are named otherwise (docs/weights.md)");
     app.add_option("--image", image, "image file (PNG, JPEG, BMP)")->required();
     app.add_option("--heatmap-box", box, "box in pixels of the original image: X1 Y1 X2 Y2")->expected(4);
     app.add_option("--out", out, "write features to this .safetensors file");
@@ -186,8 +199,9 @@ int main(int argc, char** argv) {
     if (threads > 0) omp_set_num_threads(threads);
 #endif
     try {
+        if (!head_names.empty()) head_opt.names = glimpse::models::head_name_map::from_json(head_names);
         return run(model, image, box, out,
-                   precision == "bf16" ? glimpse::matmul_precision::bf16 : glimpse::matmul_precision::f32);
+                   precision == "bf16" ? glimpse::matmul_precision::bf16 : glimpse::matmul_precision::f32, head_opt);
     } catch (const std::exception& e) {
         std::fflush(stdout);
         std::fprintf(stderr, "glimpse-encode: %s\n", e.what());

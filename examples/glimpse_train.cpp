@@ -45,7 +45,7 @@ volatile std::sig_atomic_t g_stop = 0;
 extern "C" void on_signal(int) { g_stop = 1; }
 
 struct args {
-    std::string model, data, out, heldout, init;
+    std::string model, data, out, heldout, init, init_prefix, init_names;
     double heldout_fraction = 0;
     train::train_options opt;
     std::string on_bad_line = "reject";
@@ -268,7 +268,11 @@ int run(args& a) {
     models::qwen_head_options ho;
     ho.seed = a.head_seed;
     ho.load_trained = false;  // the base model's own heatmap_head.* is not the start unless --init says so
+    glimpse::detail::check(!a.init.empty() || (a.init_prefix.empty() && a.init_names.empty()),
+                           "--head-prefix and --head-names say where the --init head is: give --init too");
     if (!a.init.empty()) ho.head_dir = a.init;
+    ho.prefix = a.init_prefix;
+    if (!a.init_names.empty()) ho.names = models::head_name_map::from_json(a.init_names);
     const auto enc = models::qwen_encoder<cpu>::load(be, a.model, ho);
 
     std::signal(SIGINT, on_signal);
@@ -318,7 +322,13 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--seed", a.opt.seed, "example order (and --heldout-fraction's split)")->capture_default_str();
     app.add_option("--head-seed", a.head_seed, "seed of the untrained head the run starts from")->capture_default_str();
-    app.add_option("--init", a.init, "start from this head directory (a previous run) instead of a seeded head");
+    app.add_option("--init", a.init,
+                   "start from the head in this directory (a previous run, or a checkpoint holding a head) or "
+                   ".safetensors file instead of a seeded head");
+    app.add_option("--head-prefix,--head_prefix", a.init_prefix,
+                   "the --init head's tensor prefix (default: found by structure)");
+    app.add_option("--head-names,--head_names", a.init_names,
+                   "JSON name map for an --init head whose leaves are named otherwise (docs/weights.md)");
     app.add_option("--save-every", a.opt.save_every, "checkpoint every N steps (also at every epoch's end)")
         ->capture_default_str();
     app.add_flag("--resume", a.resume, "continue the run in --out exactly where its last checkpoint left it");

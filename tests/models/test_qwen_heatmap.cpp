@@ -227,7 +227,7 @@ void check_head_loading(const std::string& dir, bool into_model_file) {
 
     const auto trained = models::qwen_encoder<cpu>::load(be, tmp.path);  // seed 0, but the file wins
     CHECK(trained.head_trained());
-    CHECK(trained.head_source().find("heatmap_head.* from") != std::string::npos);
+    CHECK(trained.head_source().find("'heatmap_head.*' in ") != std::string::npos);
     const auto other = models::qwen_encoder<cpu>::load(be, dir);  // seed 0
     const auto ignored = models::qwen_encoder<cpu>::load(be, tmp.path, {.seed = 5, .load_trained = false});
     CHECK_FALSE(ignored.head_trained());

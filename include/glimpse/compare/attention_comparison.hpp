@@ -121,6 +121,12 @@ struct model_source {
     std::filesystem::path given;        // as typed
     std::filesystem::path encoder_dir;  // the checkpoint with config.json
     std::filesystem::path head_dir;     // non-empty: head-only directory
+    // How its head is found (models/head_locator.hpp): an explicit prefix, renamed leaves,
+    // and whether a model with no head is an error (the fine-tuned model, unless the user
+    // allowed an untrained one) or gets a seeded, untrained head (the base model).
+    std::string head_prefix;
+    models::head_name_map head_names;
+    bool require_head = false;
 
     bool head_only() const { return !head_dir.empty(); }
 
@@ -195,8 +201,9 @@ struct own_attention {
 struct model_result {
     std::string role;  // "base" | "finetuned"
     model_source source;
-    std::string family;       // "qwen3_vl", ...
-    std::string head_source;  // qwen_encoder::head_source()
+    std::string family;                                  // "qwen3_vl", ...
+    std::string head_source;                             // qwen_encoder::head_source()
+    std::optional<models::head_location> head_location;  // where the loaded head is (empty: seeded)
     bool head_trained = false;
     std::string head_path;  // auto, generic, dedup, folded: the path the head took
     std::vector<query_result> queries;
@@ -295,6 +302,9 @@ private:
         models::qwen_head_options o;
         o.seed = seed;
         o.head_dir = m.head_dir;
+        o.prefix = m.head_prefix;
+        o.names = m.head_names;
+        o.require_trained = m.require_head;
         return o;
     }
 
@@ -307,6 +317,7 @@ private:
         m.source = src;
         m.family = std::string(models::name(enc.family()));
         m.head_source = enc.head_source();
+        m.head_location = enc.head_location_info();
         m.head_trained = enc.head_trained();
         const std::string who = role == "base" ? "base" : "fine-tuned";
 
@@ -422,6 +433,11 @@ inline nlohmann::ordered_json to_json(const comparison_result& r,
         mj["family"] = m.family;
         mj["head"] = m.head_source;
         mj["head_trained"] = m.head_trained;
+        if (m.head_location)
+            mj["head_location"] = {{"prefix", m.head_location->prefix},
+                                   {"file", m.head_location->file.string()},
+                                   {"found_by", m.head_location->by_structure ? "structure" : "given prefix"},
+                                   {"dtype", m.head_location->dtype_name}};
         mj["head_path"] = m.head_path;
         mj["tower_shared_with_base"] = m.shared_tower;
         oj qs = oj::object();

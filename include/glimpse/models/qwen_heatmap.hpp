@@ -40,11 +40,13 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 
 #include "glimpse/core/backend.hpp"
 #include "glimpse/core/error.hpp"
@@ -55,6 +57,7 @@
 #include "glimpse/heatmap/prepare.hpp"
 #include "glimpse/io/image.hpp"
 #include "glimpse/io/safetensors.hpp"
+#include "glimpse/models/head_locator.hpp"
 #include "glimpse/models/qwen2_5_vl.hpp"
 #include "glimpse/models/qwen3_vl.hpp"
 #include "glimpse/models/qwen_config.hpp"
@@ -64,15 +67,20 @@
 
 namespace glimpse::models {
 
-// Where the head's weights come from.
+// Where the head's weights come from (head_locator.hpp says how a head is found).
 struct qwen_head_options {
-    std::uint64_t seed = 0;                  // init seed when the checkpoint has no heatmap_head.*
-    std::string prefix = "heatmap_head";     // parameter prefix in the checkpoint
-    bool load_trained = true;                // false: always seeded init (ignore heatmap_head.*)
-    // A head-only directory (what glimpse-train writes): its <prefix>.safetensors
-    // is the head, and it must be there; the model directory's own heatmap_head.*
-    // are then ignored. Empty: look in the model directory.
+    std::uint64_t seed = 0;  // init seed when no head is loaded
+    // The head's prefix in the checkpoint ("model.visual.heatmap_head"); empty: found by
+    // structure under any prefix. A checkpoint with several heads needs one.
+    std::string prefix;
+    bool load_trained = true;  // false: always seeded init (ignore any head in the checkpoint)
+    // Where the head is, when not in the model directory: a head-only directory (what
+    // glimpse-train writes: heatmap_head.safetensors + glimpse_head.json), a checkpoint
+    // directory, or a .safetensors file. The head must be there; the model directory's own
+    // head is then ignored. Empty: look in the model directory.
     std::filesystem::path head_dir;
+    head_name_map names;           // leaves spelt otherwise (head_name_map::from_json)
+    bool require_trained = false;  // no head found: an error (else a seeded, UNTRAINED head)
 };
 
 // The head's attention in RASTER order over the grid_h x grid_w pre-merge grid:
@@ -80,18 +88,18 @@ struct qwen_head_options {
 // query weights 1/count on in-box patches, 0 elsewhere).
 struct raster_attention {
     std::int64_t grid_h = 0, grid_w = 0;
-    tensor per_head;                     // [H, grid_h, grid_w]; each head's map sums to 1
-    tensor mean;                         // [grid_h, grid_w], the average over heads; sums to 1
-    std::vector<std::uint8_t> in_box;    // [grid_h * grid_w] raster: 1 where the query set is
+    tensor per_head;                   // [H, grid_h, grid_w]; each head's map sums to 1
+    tensor mean;                       // [grid_h, grid_w], the average over heads; sums to 1
+    std::vector<std::uint8_t> in_box;  // [grid_h * grid_w] raster: 1 where the query set is
     std::int64_t in_box_count = 0;
-    double mass_in_box = 0;              // sum of `mean` over in-box patches (1 = looks only inside)
+    double mass_in_box = 0;  // sum of `mean` over in-box patches (1 = looks only inside)
 };
 
 template <Backend B>
 struct qwen_encoding {
-    vision_output<B> features;              // hidden (merge-block order, head applied), merged, deepstack
-    grid_thw_t grid{};                      // (1, grid_h, grid_w) pre-merge patches
-    tensor heatmap;                         // [grid_h * grid_w] raster heatmap given to the head (empty: none)
+    vision_output<B> features;                  // hidden (merge-block order, head applied), merged, deepstack
+    grid_thw_t grid{};                          // (1, grid_h, grid_w) pre-merge patches
+    tensor heatmap;                             // [grid_h * grid_w] raster heatmap given to the head (empty: none)
     std::optional<raster_attention> attention;  // when a heatmap was given
 };
 
@@ -179,10 +187,10 @@ struct head_cache {
 // all queries and heads of the block's softmax probabilities, per key, in
 // raster order (what the encoder itself looks at, with no heatmap involved).
 struct received_attention {
-    std::int64_t block = -1;          // 0-based index of the block
+    std::int64_t block = -1;  // 0-based index of the block
     std::int64_t grid_h = 0, grid_w = 0;
-    tensor per_head;                  // [H, grid_h, grid_w]; each head's map sums to 1
-    tensor mean;                      // [grid_h, grid_w], head-averaged; sums to 1
+    tensor per_head;  // [H, grid_h, grid_w]; each head's map sums to 1
+    tensor mean;      // [grid_h, grid_w], head-averaged; sums to 1
 };
 
 // The last block whose attention spans the whole image (Qwen3: every block;
@@ -228,8 +236,8 @@ public:
     static qwen_encoder load(B& be, const std::filesystem::path& dir, const qwen_head_options& opt = {}) {
         std::error_code ec;
         if (!std::filesystem::is_directory(dir, ec))
-            glimpse::detail::fail("model directory '", dir.string(), "': ",
-                                  std::filesystem::exists(dir, ec) ? "not a directory" : "no such directory");
+            glimpse::detail::fail("model directory '", dir.string(),
+                                  "': ", std::filesystem::exists(dir, ec) ? "not a directory" : "no such directory");
         qwen_encoder e;
         e.config_ = qwen_vision_config::load(dir);
         e.preprocess_ = preprocessing_of(dir, e.config_);
@@ -247,27 +255,31 @@ public:
     const preprocess_config& preprocessing() const noexcept { return preprocess_; }
     const heatmap::head_config& head_config() const noexcept { return head_config_; }
     bool head_trained() const noexcept { return head_trained_; }
-    // "heatmap_head.* from <file>" or "seeded init (seed N), untrained".
+    // "'model.visual.heatmap_head.*' in <file> (found by structure, BF16)" or "seeded init
+    // (seed N), untrained".
     const std::string& head_source() const noexcept { return head_source_; }
+    // Where the loaded head came from (empty: seeded).
+    const std::optional<head_location>& head_location_info() const noexcept { return head_loc_; }
     const tower_t& tower() const noexcept { return tower_; }
     const head_t& head() const noexcept { return head_; }
 
     // The head's default config for a tower (documented at the top).
     static heatmap::head_config default_head_config(const qwen_vision_config& c) {
-        return heatmap::head_config{c.hidden_size, c.num_heads, c.intermediate_size, /*rope=*/true, c.rope_theta, c.eps};
+        return heatmap::head_config{c.hidden_size, c.num_heads,  c.intermediate_size,
+                                    /*rope=*/true, c.rope_theta, c.eps};
     }
 
     pixel_batch preprocess(const image_u8& image) const { return models::preprocess(image, preprocess_); }
 
     // Any policy on the tower, for callers with their own heads (and tests).
     template <class Policy>
-        requires heatmap::integration_policy<Policy, B>
-    vision_output<B> encode_with(B& be, const pixel_batch& px, const Policy& policy,
-                                 const encode_inputs<B>& extra = {}) const {
+    requires heatmap::integration_policy<Policy, B> vision_output<B> encode_with(B& be, const pixel_batch& px,
+                                                                                 const Policy& policy,
+                                                                                 const encode_inputs<B>& extra = {})
+    const {
         // The pixels live on the host (preprocess); a device backend needs them in its memory.
         const tensor_t pixels = be.upload(px.pixel_values.cv());
-        return std::visit([&](const auto& t) { return t.encode(be, pixels.cv(), px.grid_thw, policy, extra); },
-                          tower_);
+        return std::visit([&](const auto& t) { return t.encode(be, pixels.cv(), px.grid_thw, policy, extra); }, tower_);
     }
 
     // The plain tower: no heatmap, the head is not run.
@@ -472,52 +484,129 @@ private:
             p.temporal_patch_size = c.temporal_patch_size;
             p.merge_size = c.spatial_merge_size;
         }
-        glimpse::detail::check(p.patch_size == c.patch_size && p.temporal_patch_size == c.temporal_patch_size &&
-                                   p.merge_size == c.spatial_merge_size && c.in_channels == 3,
-                               "model directory '", dir.string(), "': preprocessing (patch ", p.patch_size,
-                               ", temporal ", p.temporal_patch_size, ", merge ", p.merge_size,
-                               ") does not match the vision config (patch ", c.patch_size, ", temporal ",
-                               c.temporal_patch_size, ", merge ", c.spatial_merge_size, ", ", c.in_channels,
-                               " channels)");
+        glimpse::detail::check(
+            p.patch_size == c.patch_size && p.temporal_patch_size == c.temporal_patch_size &&
+                p.merge_size == c.spatial_merge_size && c.in_channels == 3,
+            "model directory '", dir.string(), "': preprocessing (patch ", p.patch_size, ", temporal ",
+            p.temporal_patch_size, ", merge ", p.merge_size, ") does not match the vision config (patch ", c.patch_size,
+            ", temporal ", c.temporal_patch_size, ", merge ", c.spatial_merge_size, ", ", c.in_channels, " channels)");
         return p;
+    }
+
+    // The head-only directory's record (glimpse_head.json), when there is one: a head trained
+    // on another family or width is refused as such, and its config (heads, RoPE) is used.
+    void apply_head_record(const std::filesystem::path& dir) {
+        const auto file = dir / "glimpse_head.json";
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(file, ec)) return;
+        const std::string where = "head directory '" + dir.string() + "'";
+        const nlohmann::json j = glimpse::detail::parse_json_file(file, where);
+        if (!j.is_object()) return;
+        const auto str_at = [&](const char* a, const char* b) -> std::optional<std::string> {
+            if (!j.contains(a) || !j[a].is_object() || !j[a].contains(b) || !j[a][b].is_string()) return std::nullopt;
+            return j[a][b].get<std::string>();
+        };
+        const auto int_at = [&](const char* a, const char* b) -> std::optional<std::int64_t> {
+            if (!j.contains(a) || !j[a].is_object() || !j[a].contains(b) || !j[a][b].is_number_integer())
+                return std::nullopt;
+            return j[a][b].get<std::int64_t>();
+        };
+        const std::string fam(name(config_.family));
+        if (const auto f = str_at("encoder", "family"); f && *f != fam)
+            glimpse::detail::fail(where, ": the head was trained on a ", *f,
+                                  " encoder (glimpse_head.json), this model is ", fam);
+        for (const auto& [a, b, want] : {std::tuple{"encoder", "hidden_size", config_.hidden_size},
+                                         std::tuple{"head", "dim", config_.hidden_size}})
+            if (const auto v = int_at(a, b); v && *v != want)
+                glimpse::detail::fail(where, ": the head is ", *v, " wide (glimpse_head.json ", a, ".", b,
+                                      "), this encoder's hidden_size is ", want);
+        if (const auto h = int_at("head", "heads"); h) {
+            glimpse::detail::check(*h > 0 && config_.hidden_size % *h == 0, where, ": glimpse_head.json head.heads ",
+                                   *h, " does not divide the width ", config_.hidden_size);
+            head_config_.heads = *h;
+        }
+        if (j.contains("head") && j["head"].is_object() && j["head"].contains("rope") && j["head"]["rope"].is_boolean())
+            head_config_.rope = j["head"]["rope"].get<bool>();
     }
 
     template <class Kind>
     void load_head_kind(B& be, const std::filesystem::path& dir, const checkpoint& ck, const qwen_head_options& opt) {
-        heatmap::heatmap_integration<B, Kind> h(opt.prefix);
+        constexpr head_kind kind =
+            std::is_same_v<Kind, nn::rms_swiglu> ? head_kind::rms_swiglu : head_kind::ln_gelu_tanh;
+        heatmap::heatmap_integration<B, Kind> h("heatmap_head");
         const heatmap::binding bind{heatmap::site::before_merger(), heatmap::combine_mode::residual, 0};
-        // Probe one tensor every head block has; a half-present head then fails
-        // in heatmap_head::load, naming the missing tensor.
-        const std::string probe = opt.prefix + ".attn.q_proj.weight";
-        const auto own = dir / (opt.prefix + ".safetensors");
+        const head_search search{opt.prefix, false, opt.names};
+        const std::int64_t D = config_.hidden_size, I = config_.intermediate_size;
+        const auto load_from = [&](const checkpoint& src, const head_location& loc) {
+            h.add_loaded(be, located_head_source(src, loc, "heatmap_head"), bind, head_config_, 0, 1);
+            head_trained_ = true;
+            head_loc_ = loc;
+            head_source_ = loc.str();
+        };
         std::error_code ec;
         if (!opt.head_dir.empty()) {
-            const auto file = opt.head_dir / (opt.prefix + ".safetensors");
-            glimpse::detail::check(std::filesystem::is_regular_file(file, ec), "head directory '",
-                                   opt.head_dir.string(), "': no ", opt.prefix, ".safetensors in it");
-            const safetensors_file f(file);
-            glimpse::detail::check(f.contains(probe), "head file '", file.string(), "': no tensor '", probe, "'");
-            h.add_loaded(be, f, bind, head_config_, 0, 1);
-            head_trained_ = true;
-            head_source_ = opt.prefix + ".* from " + file.string();
-        } else if (opt.load_trained && ck.contains(probe)) {
-            h.add_loaded(be, ck, bind, head_config_, 0, 1);
-            head_trained_ = true;
-            head_source_ = opt.prefix + ".* from " + ck.find(probe).first->path().string();
-        } else if (opt.load_trained && std::filesystem::exists(own, ec)) {
-            // Only reached when the directory has an index (open_all would have
-            // read this file already): a head file beside a sharded model.
-            const safetensors_file f(own);
-            glimpse::detail::check(f.contains(probe), "head file '", own.string(), "': no tensor '", probe, "'");
-            h.add_loaded(be, f, bind, head_config_, 0, 1);
-            head_trained_ = true;
-            head_source_ = opt.prefix + ".* from " + own.string();
+            // A glimpse-train directory holds heatmap_head.safetensors; anything else is read as
+            // a checkpoint (directory or file).
+            const auto own = opt.head_dir / head_file_name;
+            const bool head_only = std::filesystem::is_directory(opt.head_dir, ec) &&
+                                   std::filesystem::is_regular_file(own, ec) &&
+                                   !std::filesystem::exists(opt.head_dir / "config.json", ec);
+            if (std::filesystem::is_directory(opt.head_dir, ec)) {
+                const bool any = std::any_of(std::filesystem::directory_iterator(opt.head_dir, ec),
+                                             std::filesystem::directory_iterator(), [](const auto& e) {
+                                                 return e.path().extension() == ".safetensors";
+                                             });
+                glimpse::detail::check(any, "head directory '", opt.head_dir.string(), "': no ", head_file_name,
+                                       " (what glimpse-train writes) and no other .safetensors in it");
+                apply_head_record(opt.head_dir);
+            }
+            const checkpoint src(head_only ? own : opt.head_dir);
+            const std::string where =
+                "head " + std::string(head_only ? "directory '" : "source '") + opt.head_dir.string() + "'";
+            auto r = locate_head(src, kind, D, I, search, where);
+            if (!r.found) glimpse::detail::fail(where, ": ", r.looked_for);
+            load_from(src, *r.found);
+        } else if (opt.load_trained) {
+            auto r = locate_head(ck, kind, D, I, search, "model directory '" + dir.string() + "'");
+            // A head file beside a sharded model (open_all would have read it already).
+            const auto own = dir / head_file_name;
+            if (!r.found && std::filesystem::is_regular_file(own, ec) &&
+                std::none_of(ck.files().begin(), ck.files().end(), [&](const safetensors_file& f) {
+                    std::error_code e2;
+                    return std::filesystem::equivalent(f.path(), own, e2);
+                })) {
+                const checkpoint side(own);
+                auto r2 = locate_head(side, kind, D, I, search, "head file '" + own.string() + "'");
+                if (r2.found) {
+                    load_from(side, *r2.found);
+                    return emplace_head(std::move(h));
+                }
+            }
+            if (r.found) {
+                load_from(ck, *r.found);
+            } else {
+                glimpse::detail::check(!opt.require_trained, "model directory '", dir.string(),
+                                       "': no heatmap head found (", r.looked_for,
+                                       ").\n  Pass --allow_untrained to use a seeded, UNTRAINED head instead");
+                seeded(be, h, bind, opt.seed);
+            }
         } else {
-            rng g(opt.seed);
-            h.add(be, bind, head_config_, g);
-            head_trained_ = false;
-            head_source_ = "seeded init (seed " + std::to_string(opt.seed) + "), untrained";
+            seeded(be, h, bind, opt.seed);
         }
+        emplace_head(std::move(h));
+    }
+
+    template <class Kind>
+    void seeded(B& be, heatmap::heatmap_integration<B, Kind>& h, const heatmap::binding& bind, std::uint64_t seed) {
+        rng g(seed);
+        h.add(be, bind, head_config_, g);
+        head_trained_ = false;
+        head_loc_.reset();
+        head_source_ = "seeded init (seed " + std::to_string(seed) + "), untrained";
+    }
+
+    template <class Kind>
+    void emplace_head(heatmap::heatmap_integration<B, Kind>&& h) {
         head_.template emplace<heatmap::heatmap_integration<B, Kind>>(std::move(h));
     }
 
@@ -536,6 +625,7 @@ private:
     heatmap::head_config head_config_;
     bool head_trained_ = false;
     std::string head_source_;
+    std::optional<head_location> head_loc_;
 };
 
 }  // namespace glimpse::models

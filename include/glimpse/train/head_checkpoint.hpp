@@ -40,10 +40,11 @@
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/tensor.hpp"
 #include "glimpse/io/safetensors.hpp"
+#include "glimpse/models/head_locator.hpp"
 
 namespace glimpse::train {
 
-inline constexpr std::string_view head_file_name = "heatmap_head.safetensors";
+inline constexpr std::string_view head_file_name = models::head_file_name;
 inline constexpr std::string_view record_file_name = "glimpse_head.json";
 inline constexpr std::string_view state_file_name = "train_state.safetensors";
 
