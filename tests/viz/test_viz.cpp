@@ -162,6 +162,7 @@ TEST_CASE("figure: dimensions from the layout, boxes in their colours on their e
     s.row_labels = {"Base", "Fine-tuned"};
     s.row_sublabels = {"untrained", "trained"};
     s.panel_long_side = 160;  // scale 0.8
+    s.panel_min_side = 64;    // 80 px short side: no growth
     const heatmap::box person{10, 5, 110, 95}, object{100, 20, 200, 100};
     for (int r = 0; r < 2; ++r) {
         std::vector<viz::panel_spec> row;

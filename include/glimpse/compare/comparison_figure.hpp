@@ -6,6 +6,8 @@
 // matter and a colour bar.
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -18,7 +20,8 @@ namespace glimpse::compare {
 
 // How panels share a colour scale. column (default): base and fine-tuned of a
 // box share one, so a flat map looks flat next to a focused one; panel: each
-// its own [0, max] (matplotlib's imshow default); figure: one for all.
+// its own [0, max] (matplotlib's imshow default); figure: one for all. Every
+// scale's top is at least figure_options::uniform_floor times the uniform value.
 enum class color_scale { column, panel, figure };
 
 inline color_scale parse_color_scale(std::string_view s) {
@@ -31,6 +34,12 @@ inline color_scale parse_color_scale(std::string_view s) {
 struct figure_options {
     color_scale scale = color_scale::column;
     std::int64_t panel_long_side = 360;
+    std::int64_t panel_min_side = 96;  // viz::figure_spec: a panel's short side at least this
+    // Every scale's top is at least this many times the uniform value 1/(grid_h grid_w):
+    // the maps sum to 1, so 1/S is "no preference", and a near-uniform map is drawn
+    // near the colormap's middle rather than stretched to white by a [0, its max]
+    // scale. 0: off (scales are [0, max]).
+    double uniform_floor = 2.0;
     double alpha = 0.5;
     viz::interpolation interp = viz::interpolation::bilinear;
     std::string model_note;  // appended to the footer (e.g. "the bundled encoder is tiny and random")
@@ -73,6 +82,7 @@ inline std::vector<float> values(const tensor& t) { return {t.ptr<float>(), t.pt
 inline viz::figure_spec make_figure(const comparison_result& r, const figure_options& o = {}) {
     viz::figure_spec s;
     s.panel_long_side = o.panel_long_side;
+    s.panel_min_side = o.panel_min_side;
     s.alpha = o.alpha;
     s.interp = o.interp;
     const bool grounding = r.req.task == task_type::grounding;
@@ -130,21 +140,29 @@ inline viz::figure_spec make_figure(const comparison_result& r, const figure_opt
         s.panels.push_back(std::move(row));
     }
 
-    // Shared colour scales: [0, max over the panels that share].
-    if (o.scale != color_scale::panel) {
+    // Colour scales: [0, max over the panels that share], topped up to the uniform floor.
+    {
+        const double floor =
+            std::max(0.0, o.uniform_floor) / static_cast<double>(std::max<std::int64_t>(1, r.grid_h * r.grid_w));
         const std::size_t cols = s.panels[0].size();
         double all = 0;
         std::vector<double> col(cols, 0.0);
         for (const auto& row : s.panels)
             for (std::size_t k = 0; k < row.size() && k < cols; ++k)
-                for (float v : row[k].map) {
-                    col[k] = std::max(col[k], static_cast<double>(v));
-                    all = std::max(all, static_cast<double>(v));
-                }
+                for (float v : row[k].map)
+                    if (std::isfinite(v)) {
+                        col[k] = std::max(col[k], static_cast<double>(v));
+                        all = std::max(all, static_cast<double>(v));
+                    }
         for (auto& row : s.panels)
             for (std::size_t k = 0; k < row.size() && k < cols; ++k) {
+                double own = 0;
+                for (float v : row[k].map)
+                    if (std::isfinite(v)) own = std::max(own, static_cast<double>(v));
                 row[k].vmin = 0;
-                row[k].vmax = o.scale == color_scale::figure ? all : col[k];
+                row[k].vmax = std::max(floor, o.scale == color_scale::figure   ? all
+                                              : o.scale == color_scale::column ? col[k]
+                                                                               : own);
             }
     }
 

@@ -6,11 +6,19 @@
 //
 // Coordinates: x right, y down, pixel (x, y) covers [x, x+1) x [y, y+1).
 // Every drawing call clips to the canvas, so callers may draw partly outside.
+//
+// A canvas also keeps a list of what was laid out on it (`drawn()`): every
+// text with the pixel box its glyphs may touch (font::draw records it) and
+// every panel, colour bar and legend swatch rectangle (the figure records
+// them). Clipping hides a box that runs off the canvas; the list does not, so
+// a layout can be checked after the fact (viz/layout_check.hpp).
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "glimpse/core/error.hpp"
@@ -18,6 +26,30 @@
 #include "glimpse/viz/colormap.hpp"
 
 namespace glimpse::viz {
+
+// [x0, x1) x [y0, y1), pixels.
+struct rect {
+    std::int64_t x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+    std::int64_t w() const noexcept { return x1 - x0; }
+    std::int64_t h() const noexcept { return y1 - y0; }
+    bool empty() const noexcept { return x1 <= x0 || y1 <= y0; }
+    bool intersects(const rect& o) const noexcept {
+        return std::max(x0, o.x0) < std::min(x1, o.x1) && std::max(y0, o.y0) < std::min(y1, o.y1);
+    }
+    bool inside(const rect& o) const noexcept { return x0 >= o.x0 && y0 >= o.y0 && x1 <= o.x1 && y1 <= o.y1; }
+    friend bool operator==(const rect&, const rect&) = default;
+};
+
+enum class mark_kind { text, panel, colorbar, swatch };
+
+// One laid-out item. `owner`: for a panel and its colour bar, the panel's index
+// (row-major); for a text, the panel it is an overlay label of, -1 for none.
+struct mark {
+    mark_kind kind = mark_kind::text;
+    std::string text;  // the string (text, swatch label); empty for panels and bars
+    rect box;
+    std::int64_t owner = -1;
+};
 
 class canvas {
 public:
@@ -86,6 +118,11 @@ public:
         fill_rect(x0, y0, x0 + t, y1, c);
         fill_rect(x1 - t, y0, x1, y1, c);
     }
+    // The layout record (see the top of this file).
+    void record(mark m) { drawn_.push_back(std::move(m)); }
+    const std::vector<mark>& drawn() const noexcept { return drawn_; }
+    rect bounds() const noexcept { return {0, 0, w_, h_}; }
+
     // Copies `src` with its top-left corner at (x, y).
     void blit(const canvas& src, std::int64_t x, std::int64_t y) {
         for (std::int64_t r = 0; r < src.h_; ++r)
@@ -95,6 +132,7 @@ public:
 private:
     std::int64_t w_ = 0, h_ = 0;
     std::vector<std::uint8_t> px_;
+    std::vector<mark> drawn_;
 };
 
 enum class interpolation { nearest, bilinear };

@@ -180,12 +180,41 @@ public:
         return m;
     }
 
+    // The size of the pixel box a string's mask covers (render()'s w x h): what
+    // layouts reserve and what draw() records, so the two always agree.
+    std::int64_t box_width(std::string_view text, double px) const {
+        return static_cast<std::int64_t>(std::ceil(measure(text, px).width)) + 2;
+    }
+    std::int64_t box_height(double px) const {
+        const text_extent e = measure("", px);
+        return static_cast<std::int64_t>(std::ceil(e.ascent)) + static_cast<std::int64_t>(std::ceil(e.descent)) + 1;
+    }
+    // Rows from the top of the box to the baseline.
+    std::int64_t box_ascent(double px) const { return static_cast<std::int64_t>(std::ceil(measure("", px).ascent)); }
+
+    // The pixel box draw() may touch for these arguments.
+    rect box_of(std::string_view text, double x, double baseline, double px, bool rotated = false) const {
+        const auto X = static_cast<std::int64_t>(std::lround(x)), Y = static_cast<std::int64_t>(std::lround(baseline));
+        const std::int64_t w = box_width(text, px), h = box_height(px), a = box_ascent(px);
+        if (!rotated) return {X, Y - a, X + w, Y - a + h};
+        return {X - a, Y - w + 1, X - a + h, Y + 1};
+    }
+
+    // "…" where the face has it, else "..." (the built-in font is ASCII).
+    std::string ellipsis() const {
+        if (!builtin() && stbtt_FindGlyphIndex(&info_, 0x2026) != 0) return "\u2026";
+        return "...";
+    }
+
     // Draws `text` with its baseline's left end at (x, baseline). rotated: turned
     // 90 degrees counter-clockwise (reads bottom to top); (x, baseline) is then
     // the left end of the baseline in the turned frame (x: the baseline column,
-    // baseline: the row where the text starts, text going up).
-    void draw(canvas& c, std::string_view text, double x, double baseline, double px, rgb8 color,
-              bool rotated = false) const {
+    // baseline: the row where the text starts, text going up). Records the text
+    // and its box on the canvas (`owner`: the panel it labels, -1 for none).
+    void draw(canvas& c, std::string_view text, double x, double baseline, double px, rgb8 color, bool rotated = false,
+              std::int64_t owner = -1) const {
+        if (text.empty()) return;
+        c.record({mark_kind::text, std::string(text), box_of(text, x, baseline, px, rotated), owner});
         const text_mask m = render(text, px);
         const auto X = static_cast<std::int64_t>(std::lround(x)), Y = static_cast<std::int64_t>(std::lround(baseline));
         for (std::int64_t my = 0; my < m.h; ++my)
@@ -197,6 +226,19 @@ public:
                 else  // (mx, my) -> column X + (my - baseline), row Y - mx
                     c.blend(X + (my - m.baseline), Y - mx, color, a / 255.0);
             }
+    }
+
+    // Horizontal text whose box (box_width x box_height) has its top-left corner at (left, top).
+    void draw_in_box(canvas& c, std::string_view text, std::int64_t left, std::int64_t top, double px, rgb8 color,
+                     std::int64_t owner = -1) const {
+        draw(c, text, static_cast<double>(left), static_cast<double>(top + box_ascent(px)), px, color, false, owner);
+    }
+    // Turned text (reading upwards) whose box (box_height wide, box_width tall)
+    // has its left edge at `left` and its bottom edge (exclusive) at `bottom`.
+    void draw_turned_in_box(canvas& c, std::string_view text, std::int64_t left, std::int64_t bottom, double px,
+                            rgb8 color, std::int64_t owner = -1) const {
+        draw(c, text, static_cast<double>(left + box_ascent(px)), static_cast<double>(bottom - 1), px, color, true,
+             owner);
     }
 
 private:
