@@ -3,10 +3,13 @@
 //
 //   glimpse-encode --model DIR --image PATH [--heatmap-box X1 Y1 X2 Y2]
 //                  [--out features.safetensors] [--threads N] [--precision f32|bf16]
+//                  [--device cpu|cuda:N]
 //
 // --precision bf16 rounds every GEMM input to bf16 (sums stay f32; attention,
 // norms and residuals stay f32): several times faster on CPUs with AMX, about
 // 3e-3 (relative to the largest value) off the f32 features (docs/benchmarks_encoders.md).
+// --device cuda:N runs on the CUDA backend in a build that has it (backend/device.hpp);
+// without a device it fails with "no CUDA device visible: ...", never falls back to cpu.
 // Prints the resized size, grid_thw, patch / merged token counts, the head's
 // source (trained heatmap_head.* or seeded, untrained), per-stage timings and,
 // with a box, the attention mass the in-box queries put inside the box.
@@ -26,6 +29,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -35,6 +39,7 @@
 #include <omp.h>
 #endif
 
+#include <glimpse/backend/device.hpp>
 #include <glimpse/glimpse.hpp>
 #include <glimpse/io/image.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
@@ -52,11 +57,12 @@ std::string join(const glimpse::models::grid_thw_t& g) {
     return "[" + std::to_string(g[0]) + ", " + std::to_string(g[1]) + ", " + std::to_string(g[2]) + "]";
 }
 
-int run(const std::string& model, const std::string& image_path, const std::vector<double>& box_arg,
-        const std::string& out_path, glimpse::matmul_precision precision,
+template <glimpse::Backend B>
+int run(B& be, const glimpse::device_spec& dev, const std::string& model, const std::string& image_path,
+        const std::vector<double>& box_arg, const std::string& out_path,
         const glimpse::models::qwen_head_options& head_opt) {
     namespace models = glimpse::models;
-    cpu be(precision);
+    const glimpse::matmul_precision precision = dev.precision;
 
     // Check what the user typed before the slow load: a bad box is not a reason to wait.
     const auto t_pre = clock_type::now();
@@ -70,7 +76,7 @@ int run(const std::string& model, const std::string& image_path, const std::vect
     const double decode_ms = ms_since(t_pre);
 
     const auto t_load = clock_type::now();
-    const auto enc = models::qwen_encoder<cpu>::load(be, model, head_opt);
+    const auto enc = models::qwen_encoder<B>::load(be, model, head_opt);
     const double load_ms = ms_since(t_load);
 
     const auto t_prep = clock_type::now();
@@ -80,11 +86,13 @@ int run(const std::string& model, const std::string& image_path, const std::vect
     const auto& cfg = enc.config();
     const auto grid = px.grid_thw[0];
     const std::int64_t n = grid[0] * grid[1] * grid[2], merged = n / cfg.merge_group();
-    std::printf("glimpse %s: encode (backend: cpu, matmul precision %s%s)\n", GLIMPSE_VERSION_STRING,
-                std::string(glimpse::name(precision)).c_str(),
-                precision == glimpse::matmul_precision::bf16
-                    ? (cpu::bf16_gemm_native() ? " on AMX" : ", emulated: no AMX here")
-                    : "");
+    const char* how = "";
+    if constexpr (std::is_same_v<B, cpu>)
+        if (precision == glimpse::matmul_precision::bf16)
+            how = cpu::bf16_gemm_native() ? " on AMX" : ", emulated: no AMX here";
+    const std::string where = std::is_same_v<B, cpu> ? std::string("cpu") : "cuda:" + std::to_string(dev.index);
+    std::printf("glimpse %s: encode (backend: %s, matmul precision %s%s)\n", GLIMPSE_VERSION_STRING, where.c_str(),
+                std::string(glimpse::name(precision)).c_str(), how);
     std::printf("  model    %s (%s, depth %lld, D=%lld, heads %lld)\n", model.c_str(),
                 std::string(models::name(cfg.family)).c_str(), static_cast<long long>(cfg.depth),
                 static_cast<long long>(cfg.hidden_size), static_cast<long long>(cfg.num_heads));
@@ -95,8 +103,8 @@ int run(const std::string& model, const std::string& image_path, const std::vect
                 static_cast<long long>(merged));
 
     const auto t_enc = clock_type::now();
-    std::optional<models::qwen_encoding<cpu>> r;
-    glimpse::models::vision_output<cpu> plain;
+    std::optional<models::qwen_encoding<B>> r;
+    glimpse::models::vision_output<B> plain;
     if (box) {
         const auto& hc = enc.head_config();
         std::printf("  head     %s block, D=%lld, H=%lld, I=%lld, RoPE on, before merger, residual; %s\n",
@@ -171,7 +179,7 @@ int main(int argc, char** argv) {
     std::string model, image, out;
     std::vector<double> box;
     int threads = 0;
-    std::string precision = "f32", head_names;
+    std::string precision = "f32", device = "cpu", head_names;
     glimpse::models::qwen_head_options head_opt;
     app.add_option("--model", model, "checkpoint directory (config.json + safetensors)")->required();
     app.add_option("--head", head_opt.head_dir,
@@ -187,6 +195,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "CPU threads (default: all)")->check(CLI::PositiveNumber);
     app.add_option("--precision", precision, "GEMM input precision: f32 (exact) or bf16 (rounded inputs, f32 sums)")
         ->check(CLI::IsMember({"f32", "bf16"}));
+    app.add_option("--device", device, "cpu (default) or cuda:N (a build with the CUDA backend, -DGLIMPSE_CUDA=ON)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -199,9 +208,10 @@ int main(int argc, char** argv) {
     if (threads > 0) omp_set_num_threads(threads);
 #endif
     try {
+        glimpse::device_spec dev = glimpse::parse_device(device);
+        dev.precision = glimpse::parse_matmul_precision(precision);
         if (!head_names.empty()) head_opt.names = glimpse::models::head_name_map::from_json(head_names);
-        return run(model, image, box, out,
-                   precision == "bf16" ? glimpse::matmul_precision::bf16 : glimpse::matmul_precision::f32, head_opt);
+        return glimpse::with_backend(dev, [&](auto& be) { return run(be, dev, model, image, box, out, head_opt); });
     } catch (const std::exception& e) {
         std::fflush(stdout);
         std::fprintf(stderr, "glimpse-encode: %s\n", e.what());

@@ -50,6 +50,7 @@ struct args {
     train::train_options opt;
     std::string on_bad_line = "reject";
     std::string boxes = "person,object,union";
+    std::string device = "cpu";
     std::uint64_t head_seed = 0;
     bool resume = false;
     std::int64_t stop_after = 0;
@@ -232,6 +233,11 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
 }
 
 int run(args& a) {
+    // The trainer needs a TrainingBackend (the four backward ops): only cpu has them, so a
+    // cuda request is refused here rather than quietly trained on the cpu.
+    if (const auto dev = glimpse::parse_device(a.device); dev.kind != glimpse::device_spec::kind_t::cpu)
+        glimpse::detail::fail("--device ", dev.str(),
+                              ": glimpse-train runs on the cpu only (the cuda backend has no backward ops yet)");
     cpu be;
     const auto policy = a.on_bad_line == "skip" ? train::bad_line_policy::skip : train::bad_line_policy::reject;
     a.opt.objective.boxes = parse_boxes(a.boxes);
@@ -339,6 +345,7 @@ int main(int argc, char** argv) {
                    "checkpoint and stop after N steps of this invocation (0: run to "
                    "the end)")
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--device", a.device, "cpu (the only device training runs on for now)")->capture_default_str();
     app.add_option("--threads", threads, "CPU threads (default: all; resuming is bit-exact with the same count)")
         ->check(CLI::PositiveNumber);
     try {

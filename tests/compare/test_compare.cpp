@@ -328,7 +328,6 @@ TEST_CASE("glimpse-compare: every bad input is one clear line, exit 1, nothing w
         {good_models + img + o + " --person_box 0 0 5 5 --task_type detection", "unknown task type 'detection'"},
         {good_models + img + o + " --person_box 0 0 5 5 --box_format yolo", "unknown box format 'yolo'"},
         {good_models + img + o + " --person_box 0 0 5 5 --box-format norm1000 --object_box 0 0 1200 10", "0..1000"},
-        {good_models + img + o + " --person_box 0 0 5 5 --device cuda:0", "built without CUDA"},
         {good_models + img + o + " --person_box 0 0 5 5 --device tpu", "is not a device"},
         {good_models + img + o + " --task_type referring", "needs --person_box and/or --object_box"},
         {good_models + img + o + " --person_box 1 2 3", "--person_box"},

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,7 +56,8 @@ public:
     using tensor = device_tensor;
     static constexpr std::string_view name() { return "cuda"; }
 
-    // Throws glimpse::error "no CUDA device" when there is none (or no driver).
+    // Throws glimpse::error "no CUDA device visible: ..." when there is none (or no driver),
+    // "no CUDA device N: ..." when opt.device is not one of them (census::missing).
     cuda();
     explicit cuda(const cuda_options& opt);
     ~cuda();
@@ -66,6 +68,34 @@ public:
 
     // Devices visible to the runtime; 0 without a driver or a device (never throws).
     static int device_count() noexcept;
+    // What device_count() saw, for messages that must say why there is no device: the
+    // count, cudaGetDeviceCount's error ("no CUDA-capable device is detected
+    // (cudaErrorNoDevice)"; empty on success) and CUDA_VISIBLE_DEVICES (nullopt: unset),
+    // which hides devices from the runtime without any error of its own.
+    struct census {
+        int count = 0;
+        std::string error;
+        std::optional<std::string> visible_devices;
+        // "CUDA_VISIBLE_DEVICES=<value>" or "CUDA_VISIBLE_DEVICES unset".
+        std::string visible_devices_str() const {
+            return visible_devices ? "CUDA_VISIBLE_DEVICES=" + *visible_devices : "CUDA_VISIBLE_DEVICES unset";
+        }
+        // "no CUDA device visible: <why>, CUDA_VISIBLE_DEVICES=..." (count == 0) or
+        // "no CUDA device <index>: <count> visible (cuda:0..cuda:<count-1>), CUDA_VISIBLE_DEVICES=..."
+        // (index >= count); empty when `index` exists.
+        std::string missing(int index) const {
+            if (count <= 0)
+                return "no CUDA device visible: " +
+                       (error.empty() ? std::string("cudaGetDeviceCount found none") : error) + ", " +
+                       visible_devices_str();
+            if (index < 0 || index >= count)
+                return "no CUDA device " + std::to_string(index) + ": " + std::to_string(count) + " visible (cuda:0" +
+                       (count > 1 ? "..cuda:" + std::to_string(count - 1) : std::string()) + "), " +
+                       visible_devices_str();
+            return {};
+        }
+    };
+    static census device_census();
     // "NVIDIA H100 80GB HBM3", compute capability "9.0", SM count, memory.
     struct device_info {
         std::string name;

@@ -8,7 +8,12 @@
 // The body is instantiated for glimpse::cpu and, in a build that links glimpse::cuda
 // (GLIMPSE_HAVE_CUDA), glimpse::cuda; both instantiations must return the same type. Without
 // CUDA in the build, "cuda" parses but with_backend fails with a message saying how glimpse
-// was built; with it but no device (or fewer than N + 1), it fails with "no CUDA device".
+// was built; with it but no device, it fails with "no CUDA device visible: <the runtime's
+// reason>, CUDA_VISIBLE_DEVICES=..." and with fewer than N + 1 with "no CUDA device N: <n>
+// visible" (cuda::census::missing). It never falls back to cpu.
+//
+// GLIMPSE_HAVE_CUDA is a usage requirement of glimpse::cuda: a TU sees the cuda branch
+// exactly when its target links glimpse::cuda (the tools do when the build has it).
 
 #include <charconv>
 #include <string>
@@ -80,13 +85,15 @@ decltype(auto) with_backend(const device_spec& d, F&& f) {
                   "with_backend: the body must return the same type for cpu and cuda");
     if (d.precision != glimpse::matmul_precision::f32)
         detail::fail("--precision ", name(d.precision), ": the cuda backend computes its GEMMs in f32 only");
-    const int n = cuda::device_count();
-    if (n == 0) detail::fail("--device ", d.str(), ": no CUDA device");
-    if (d.index >= n) detail::fail("--device ", d.str(), ": no CUDA device ", d.index, " (", n, " present)");
+    // Never a silent fallback to cpu: no device (or too few) is an error saying what the
+    // runtime saw, so a missing driver reads differently from CUDA_VISIBLE_DEVICES="".
+    const cuda::census devices = cuda::device_census();
+    if (const std::string why = devices.missing(d.index); !why.empty()) detail::fail("--device ", d.str(), ": ", why);
     cuda be(cuda_options{.device = d.index});
     return static_cast<R>(f(be));
 #else
-    detail::fail("--device ", d.str(), ": glimpse was built without CUDA (GLIMPSE_CUDA=OFF)");
+    detail::fail("--device ", d.str(),
+                 ": glimpse was built without CUDA (GLIMPSE_CUDA=OFF, or this program does not link glimpse::cuda)");
 #endif
 }
 

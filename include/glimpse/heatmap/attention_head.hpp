@@ -38,6 +38,9 @@ struct head_maps {
     typename B::tensor per_head, mean, pooled;
 };
 
+// x's rows and the heatmap's values must be in ONE token order; views cannot say which,
+// so nothing here can check it. A Qwen tower's site features are not raster:
+// models::site_features::inputs builds these from an ordered_heatmap (prepare.hpp).
 struct head_inputs {
     cview x;        // [S, D]
     cview heatmap;  // [S] or [S, 1]

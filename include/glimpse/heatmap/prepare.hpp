@@ -4,6 +4,12 @@
 // pre-merge patch grid (grid_h x grid_w, row-major), and from raster order to
 // the encoder's token order (token_order, filled in by each encoder family).
 //
+// A head must be fed its heatmap in the order of its features' rows, and an
+// encoder's rows are generally NOT raster (Qwen: merge-block or window order,
+// models/qwen_token_order.hpp): a raster heatmap on such features runs without
+// error and gives wrong maps. ordered_heatmap carries its order so that what
+// consumes it converts instead of trusting (models::site_features::inputs).
+//
 // All host-side: heatmaps are S floats, not worth a backend.
 
 #include <algorithm>
@@ -42,10 +48,11 @@ enum class box_mode {
     binary     // 1 where the patch overlaps the box by more than half, else 0
 };
 
-// Heatmap [grid_h * grid_w] (raster) of a box given in pixels of an image_w x
-// image_h image; the patch grid covers the whole image (each patch spans
+// Heatmap [grid_h * grid_w] in RASTER order of a box given in pixels of an
+// image_w x image_h image; the patch grid covers the whole image (each patch spans
 // image_w / grid_w x image_h / grid_h pixels — the resize to the grid is a
-// uniform scaling, so this is exact for the resized image too).
+// uniform scaling, so this is exact for the resized image too). For an encoder's
+// features use the overload with a token_order below (or site_features::box_heatmap).
 inline tensor box_heatmap(const box& b, double image_w, double image_h, std::int64_t grid_h, std::int64_t grid_w,
                           box_mode mode = box_mode::coverage) {
     detail::check(grid_h > 0 && grid_w > 0, "box_heatmap: empty patch grid ", grid_h, "x", grid_w);
@@ -154,6 +161,12 @@ struct token_order {
         return t;
     }
     std::int64_t size() const { return static_cast<std::int64_t>(raster_of_token.size()); }
+    bool is_identity() const {
+        for (std::size_t t = 0; t < raster_of_token.size(); ++t)
+            if (raster_of_token[t] != static_cast<std::int64_t>(t)) return false;
+        return true;
+    }
+    friend bool operator==(const token_order&, const token_order&) = default;
 
     // token_of_raster: the inverse permutation (validated to be one).
     std::vector<std::int64_t> inverse() const {
@@ -167,5 +180,68 @@ struct token_order {
         return inv;
     }
 };
+
+// A heatmap together with its token order: values[t] is the heat of raster patch
+// order.raster_of_token[t] (identity order: a raster heatmap). S floats and S
+// indices, carried by value.
+struct ordered_heatmap {
+    tensor values;      // [S] f32
+    token_order order;  // of `values`
+
+    std::int64_t size() const { return order.size(); }
+
+    // A raster heatmap (S values in any shape, e.g. [grid_h, grid_w]), validated
+    // (finite) and copied as f32; its order is the identity.
+    static ordered_heatmap raster(const cview& h) {
+        ordered_heatmap o;
+        o.values = normalize(h, normalization::none);
+        o.order = token_order::identity(o.values.numel());
+        return o;
+    }
+
+    // The raster heatmap [S]: out[order.raster_of_token[t]] = values[t].
+    tensor to_raster() const {
+        check_shape("ordered_heatmap::to_raster");
+        (void)order.inverse();  // a permutation, or an error
+        tensor out(shape{size()});
+        for (std::int64_t t = 0; t < size(); ++t)
+            out.ptr<float>()[order.raster_of_token[static_cast<std::size_t>(t)]] = values.ptr<float>()[t];
+        return out;
+    }
+
+    // The same heat in `target` order (out.values[t] = heat of raster patch
+    // target.raster_of_token[t]); a copy when the orders already agree.
+    ordered_heatmap in_order(const token_order& target) const {
+        check_shape("ordered_heatmap::in_order");
+        detail::check(target.size() == size(), "ordered_heatmap: ", size(), " values cannot be put in an order of ",
+                      target.size(), " tokens (another image's features?)");
+        ordered_heatmap out;
+        out.order = target;
+        if (target == order) {
+            out.values = values.clone();
+            return out;
+        }
+        (void)target.inverse();
+        const tensor r = to_raster();
+        out.values = tensor(shape{size()});
+        for (std::int64_t t = 0; t < size(); ++t)
+            out.values.ptr<float>()[t] = r.ptr<float>()[target.raster_of_token[static_cast<std::size_t>(t)]];
+        return out;
+    }
+
+private:
+    void check_shape(const char* who) const {
+        detail::check(values.type() == dtype::f32 && values.numel() == size(), who, ": ", values.numel(),
+                      " values for an order of ", size(), " tokens");
+    }
+};
+
+// box_heatmap in `order` (an encoder's token order over the same grid_h x grid_w grid).
+inline ordered_heatmap box_heatmap(const box& b, double image_w, double image_h, std::int64_t grid_h,
+                                   std::int64_t grid_w, const token_order& order, box_mode mode = box_mode::coverage) {
+    detail::check(order.size() == grid_h * grid_w, "box_heatmap: a token order of ", order.size(), " tokens for a ",
+                  grid_h, "x", grid_w, " patch grid");
+    return ordered_heatmap::raster(box_heatmap(b, image_w, image_h, grid_h, grid_w, mode)).in_order(order);
+}
 
 }  // namespace glimpse::heatmap

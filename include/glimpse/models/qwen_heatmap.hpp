@@ -162,17 +162,103 @@ inline raster_attention maps_to_raster(const cview& pooled, const heatmap::token
     return out;
 }
 
+// What a heatmap head is fed on site features (site_features::inputs): the
+// features' x, cos, sin and the heatmap, all in the site's token order, with the
+// heatmap and the in-box query weights copied into the backend's memory. `in`
+// views the features (which must outlive this) and `heat`; not copyable or
+// movable, so those views cannot dangle. Passes as a heatmap::head_inputs.
+template <Backend B>
+struct site_head_inputs {
+    typename B::tensor heat;           // [S] in the site's order
+    typename B::tensor query_weights;  // [1, S]: 1/count on the tokens where heat != 0, else 0
+    heatmap::head_inputs in;
+
+    site_head_inputs(B& be, const cview& x, const cview& cos, const cview& sin, const tensor& host_heat,
+                     const tensor& host_query_weights)
+        : heat(be.upload(host_heat.cv())),
+          query_weights(be.upload(host_query_weights.cv())),
+          in{x, heat.cv(), cos, sin} {}
+    site_head_inputs(const site_head_inputs&) = delete;
+    site_head_inputs& operator=(const site_head_inputs&) = delete;
+
+    // The maps request whose `pooled` map site_features::attention reads.
+    heatmap::maps_request pooled_request() const {
+        heatmap::maps_request r;
+        r.query_weights = query_weights.cv();
+        return r;
+    }
+    operator const heatmap::head_inputs&() const noexcept { return in; }
+};
+
 // The tower's features at the head's site (before the merger), computed once:
 // what glimpse-train caches per image (the encoder is frozen) and what the
 // comparison reuses for several heatmaps. Rows are in the site's token order
 // (`order`: token t holds raster patch order.raster_of_token[t]); cos/sin are
-// the head's RoPE tables for those tokens ([S, D / H]).
+// the head's RoPE tables for those tokens ([S, D / H]). That order is not
+// raster, so heatmaps for these features are made here (box_heatmap,
+// in_site_order) or given as an ordered_heatmap, which inputs() converts.
 template <Backend B>
 struct site_features {
     grid_thw_t grid{};
     heatmap::token_order order;
     typename B::tensor x;         // [S, D] f32, before the head
     typename B::tensor cos, sin;  // [S, D / H]
+
+    std::int64_t tokens() const { return grid[1] * grid[2]; }
+
+    // A box in pixels of the ORIGINAL image (image_w x image_h) -> its per-patch
+    // coverage heatmap, in this site's token order.
+    heatmap::ordered_heatmap box_heatmap(const heatmap::box& b, double image_w, double image_h,
+                                         heatmap::box_mode mode = heatmap::box_mode::coverage) const {
+        return heatmap::box_heatmap(b, image_w, image_h, grid[1], grid[2], checked_order(), mode);
+    }
+
+    // Any heatmap of this image (e.g. ordered_heatmap::raster(pool_to_patches(...)))
+    // in this site's token order.
+    heatmap::ordered_heatmap in_site_order(const heatmap::ordered_heatmap& h) const {
+        return h.in_order(checked_order());
+    }
+
+    // The head's inputs on these features with heatmap `h` (converted to the
+    // site's order when it is in another, e.g. raster): for heatmap_head's
+    // forward / delta, and query weights selecting the tokens where h != 0.
+    site_head_inputs<B> inputs(B& be, const heatmap::ordered_heatmap& h) const {
+        const heatmap::ordered_heatmap site = in_site_order(h);
+        const std::int64_t S = tokens();
+        const float* hv = site.values.ptr<float>();
+        std::int64_t count = 0;
+        for (std::int64_t t = 0; t < S; ++t) count += hv[t] != 0.0f ? 1 : 0;
+        glimpse::detail::check(count > 0, "site_features::inputs: no query patch (the heatmap is all zero)");
+        tensor qw(shape{1, S});
+        for (std::int64_t t = 0; t < S; ++t)
+            qw.ptr<float>()[t] = hv[t] != 0.0f ? 1.0f / static_cast<float>(count) : 0.0f;
+        return site_head_inputs<B>(be, x.cv(), cos.cv(), sin.cv(), site.values, qw);
+    }
+
+    // The pooled map of a head run on inputs(be, h) with its pooled_request()
+    // ([1, H, S], site order) -> raster per-head and mean maps, and the mass the
+    // mean map puts on h's non-zero patches: what qwen_encoder::attend returns.
+    raster_attention attention(B& be, const heatmap::head_maps<B>& maps, const heatmap::ordered_heatmap& h) const {
+        const std::int64_t S = tokens();
+        glimpse::detail::check(h.size() == S, "site_features::attention: a heatmap of ", h.size(), " values for ", S,
+                               " tokens");
+        const tensor raster = h.to_raster();
+        std::vector<std::uint8_t> in_box(static_cast<std::size_t>(S));
+        for (std::int64_t r = 0; r < S; ++r)
+            in_box[static_cast<std::size_t>(r)] = raster.ptr<float>()[r] != 0.0f ? 1 : 0;
+        glimpse::detail::check(maps.pooled.shape().rank() == 3,
+                               "site_features::attention: no pooled map (run the head "
+                               "with inputs(be, h).pooled_request())");
+        const tensor pooled = be.download(maps.pooled.cv()).to(dtype::f32);
+        return maps_to_raster(pooled.cv(), checked_order(), grid[1], grid[2], in_box);
+    }
+
+private:
+    const heatmap::token_order& checked_order() const {
+        glimpse::detail::check(order.size() == tokens() && tokens() > 0, "site_features: a token order of ",
+                               order.size(), " tokens for a ", grid[1], "x", grid[2], " grid");
+        return order;
+    }
 };
 
 // The head's heatmap-independent work on cached site features (norm1, K, V),
@@ -390,6 +476,20 @@ public:
     raster_attention attend(B& be, const site_features<B>& f, const cview& raster_heatmap,
                             std::span<const std::uint8_t> query_mask = {}, tensor_t* delta_out = nullptr) const {
         return attend_impl(be, f, nullptr, raster_heatmap, query_mask, delta_out);
+    }
+
+    // attend() with a heatmap that carries its order (site_features::box_heatmap,
+    // ordered_heatmap::raster, ...): converted, whatever the order.
+    raster_attention attend(B& be, const site_features<B>& f, const heatmap::ordered_heatmap& h,
+                            std::span<const std::uint8_t> query_mask = {}, tensor_t* delta_out = nullptr) const {
+        const tensor raster = h.to_raster();
+        return attend_impl(be, f, nullptr, raster.cv(), query_mask, delta_out);
+    }
+    raster_attention attend(B& be, const site_features<B>& f, const head_cache<B>& cache,
+                            const heatmap::ordered_heatmap& h, std::span<const std::uint8_t> query_mask = {},
+                            tensor_t* delta_out = nullptr) const {
+        const tensor raster = h.to_raster();
+        return attend_impl(be, f, &cache, raster.cv(), query_mask, delta_out);
     }
 
     // A box in pixels of the ORIGINAL image (image_w x image_h, before resizing):

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <cublas_v2.h>
@@ -126,6 +128,18 @@ int cuda::device_count() noexcept {
     return n;
 }
 
+cuda::census cuda::device_census() {
+    census c;
+    const cudaError_t e = cudaGetDeviceCount(&c.count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        c.count = 0;
+        c.error = std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
+    }
+    if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) c.visible_devices = v;
+    return c;
+}
+
 cuda::device_info cuda::info(int device) {
     cudaDeviceProp p{};
     GLIMPSE_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
@@ -135,9 +149,8 @@ cuda::device_info cuda::info(int device) {
 cuda::cuda() : cuda(cuda_options{}) {}
 
 cuda::cuda(const cuda_options& opt) : ctx_(std::make_unique<ci::context>()) {
-    const int n = device_count();
-    detail::check(n > 0, "cuda backend: no CUDA device (cudaGetDeviceCount found none)");
-    detail::check(0 <= opt.device && opt.device < n, "cuda backend: no CUDA device ", opt.device, " (", n, " present)");
+    const census devices = device_census();
+    if (const std::string why = devices.missing(opt.device); !why.empty()) detail::fail("cuda backend: ", why);
     detail::check(opt.attention_compute == dtype::bf16 || opt.attention_compute == dtype::f16,
                   "cuda backend: attention_compute must be bf16 or f16");
     ctx_->opt = opt;
