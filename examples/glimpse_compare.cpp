@@ -96,23 +96,6 @@ void print_timings(const cmp::stage_timings& t) {
     std::printf("    %-36s %10.1f\n", "total", total);
 }
 
-// Boxes typed for one image -> a validated request (throws on any bad box).
-cmp::request make_request(const glimpse::image_u8& img, cmp::task_type task, cmp::box_format bf,
-                          const std::optional<std::vector<double>>& person,
-                          const std::optional<std::vector<double>>& object, const std::string& action,
-                          const std::string& category, const std::string& label) {
-    cmp::request req;
-    req.task = task;
-    req.action = action;
-    req.object_category = category;
-    req.image_label = label;
-    const double W = static_cast<double>(img.width), H = static_cast<double>(img.height);
-    if (person) req.person = cmp::to_pixel_box(*person, bf, W, H, "--person_box");
-    if (object) req.object = cmp::to_pixel_box(*object, bf, W, H, "--object_box");
-    req.check();
-    return req;
-}
-
 cmp::figure_options figure_opts(const options& o) {
     cmp::figure_options f;
     f.panel_long_side = o.panel_size;
@@ -153,8 +136,9 @@ int run_single(B& be, const options& o, const char* backend_name) {
     const glimpse::image_u8 img = glimpse::load_image(o.image_path);
     t.add("decode image", wd.ms());
     const auto opt = [](const std::vector<double>& v) { return v.empty() ? std::nullopt : std::optional(v); };
-    const cmp::request req = make_request(img, task, bf, opt(o.person_box), opt(o.object_box), o.action,
-                                          o.object_category, fs::path(o.image_path).filename().string());
+    const cmp::request req =
+        cmp::make_request(static_cast<double>(img.width), static_cast<double>(img.height), task, bf, opt(o.person_box),
+                          opt(o.object_box), o.action, o.object_category, fs::path(o.image_path).filename().string());
     const auto [base, tuned, fonts] = resolve_inputs(o);
 
     std::printf("glimpse %s: compare attention, %s task (backend: %s)\n", GLIMPSE_VERSION_STRING,
@@ -186,17 +170,15 @@ int run_single(B& be, const options& o, const char* backend_name) {
 }
 
 template <glimpse::Backend B>
-int run_batch(B& be, const options& o, const char* backend_name) {
-    const cmp::task_type default_task = cmp::parse_task_type(o.task);
-    const cmp::box_format bf = cmp::parse_box_format(o.box_format);
+int run_batch(B& be, const options& o, const char* backend_name, const glimpse::device_spec& dev) {
     glimpse::detail::check(o.person_box.empty() && o.object_box.empty() && o.image_path.empty(),
                            "--batch takes the images and boxes from the JSONL file; drop --image_path, --person_box "
                            "and --object_box");
-    const auto items = cmp::read_batch(o.batch);
+    const cmp::batch_file file = cmp::read_batch(o.batch);
     const auto [base, tuned, fonts] = resolve_inputs(o);
-    std::error_code ec;
     std::printf("glimpse %s: compare attention, batch of %zu images from %s (backend: %s)\n", GLIMPSE_VERSION_STRING,
-                items.size(), o.batch.c_str(), backend_name);
+                file.items.size(), o.batch.c_str(), backend_name);
+    for (const auto& w : file.warnings()) std::fprintf(stderr, "glimpse-compare: warning: %s\n", w.c_str());
     if (!fonts.warning.empty()) std::fprintf(stderr, "glimpse-compare: warning: %s\n", fonts.warning.c_str());
     cmp::stage_timings load_t;
     const auto c = cmp::comparer<B>::load(be, base, tuned, o.seed, &load_t);
@@ -204,71 +186,48 @@ int run_batch(B& be, const options& o, const char* backend_name) {
                 o.finetuned_model.c_str(), c.finetuned().head_source().c_str());
     std::fflush(stdout);
 
-    const bool tty = ::isatty(2) != 0;
-    cmp::progress bar(static_cast<std::int64_t>(items.size()), tty);
-    std::vector<cmp::image_row> rows;
-    std::int64_t done = 0, computed = 0, skipped = 0, failed = 0;
-    cmp::stage_timings total;
-    for (const auto& it : items) {
-        const fs::path dir = fs::path(o.output_dir) / it.id;
-        const cmp::task_type task = it.task.value_or(default_task);
-        const auto paths = cmp::output_paths(dir, task);
-        cmp::image_row row;
-        row.id = it.id;
-        row.image = it.image.string();
-        try {
-            if (fs::is_regular_file(paths.json, ec)) {
-                row = cmp::row_from_json(paths.json, it.id);
-                row.status = "skipped (done before)";
-                ++skipped;
-            } else {
-                const glimpse::image_u8 img = glimpse::load_image(it.image);
-                const cmp::request req = make_request(
-                    img, task, bf, it.person_box, it.object_box, it.action.empty() ? o.action : it.action,
-                    it.object_category.empty() ? o.object_category : it.object_category, it.image.filename().string());
-                cmp::comparison_result r = c.run(be, img, req);
-                cmp::stage_timings t = r.timings;
-                cmp::write_outputs(r, dir, fonts, figure_opts(o), &t);
-                for (const auto& [k, v] : t.ms) total.add(k, v);
-                row = cmp::row_from_json(paths.json, it.id);
-                row.status = "computed";
-                ++computed;
-            }
-        } catch (const std::exception& e) {
-            row.status = std::string("failed: ") + e.what();
-            ++failed;
-            if (tty) std::fprintf(stderr, "\r\033[K");
-            std::fprintf(stderr, "glimpse-compare: %s line %lld (%s): %s\n", o.batch.c_str(),
-                         static_cast<long long>(it.line), it.id.c_str(), e.what());
-        }
-        rows.push_back(std::move(row));
-        bar.step(++done, computed, it.id);
-    }
-    bar.finish();
+    cmp::batch_options bo;
+    bo.output_dir = o.output_dir;
+    bo.task = cmp::parse_task_type(o.task);
+    bo.boxes = cmp::parse_box_format(o.box_format);
+    bo.action = o.action;
+    bo.object_category = o.object_category;
+    bo.figure = figure_opts(o);
+    bo.precision = o.precision;
+    bo.device_kind = dev.kind == glimpse::device_spec::kind_t::cpu ? "cpu" : "cuda";
+    bo.tty = ::isatty(2) != 0;
+    bo.log_prefix = "glimpse-compare: ";
+    const cmp::batch_report rep = cmp::run_batch(be, c, base, tuned, file, bo, fonts);
 
-    fs::create_directories(o.output_dir, ec);
-    const auto summary = cmp::summarize(rows);
-    cmp::write_text_atomic(fs::path(o.output_dir) / "per_image.csv", cmp::per_image_csv(rows));
-    cmp::write_text_atomic(fs::path(o.output_dir) / "summary.csv", cmp::summary_csv(summary));
-    std::printf("  images     %lld computed, %lld skipped (done before), %lld failed\n",
-                static_cast<long long>(computed), static_cast<long long>(skipped), static_cast<long long>(failed));
-    if (!summary.empty()) {
-        std::printf("  mean attention mass inside each box (queries: that box's patches), 95%% CI:\n");
-        std::fputs(cmp::summary_table(summary).c_str(), stdout);
+    std::printf("  images     %lld computed, %lld skipped (done before, same fingerprint), %lld failed\n",
+                static_cast<long long>(rep.computed), static_cast<long long>(rep.skipped),
+                static_cast<long long>(rep.failed));
+    if (rep.recomputed) std::printf("             %s\n", rep.recomputed_line().c_str());
+    for (const auto& s : rep.summaries) {
+        if (s.rows.empty()) continue;
+        if (s.task == cmp::task_type::referring)
+            std::printf(
+                "  referring: mean attention mass inside each box (queries: that box's patches), 95%% CI (%s):\n",
+                cmp::ci_method);
+        else
+            std::printf("  grounding: head under a uniform heatmap and the encoder's own attention, 95%% CI (%s):\n",
+                        cmp::ci_method);
+        std::fputs(cmp::summary_table(s.rows, s.task).c_str(), stdout);
     }
     if (o.verbose) {
+        cmp::stage_timings total = rep.timings;
         for (const auto& [k, v] : load_t.ms) total.add(k, v);
         print_timings(total);
     }
-    std::printf("  wrote      %s/<id>/%s.{png,json,safetensors}\n             %s\n             %s\n",
-                o.output_dir.c_str(), cmp::output_stem(default_task).c_str(),
-                (fs::path(o.output_dir) / "summary.csv").c_str(), (fs::path(o.output_dir) / "per_image.csv").c_str());
-    return failed ? 1 : 0;
+    std::printf("  wrote      %s/<id>/attention_comparison_<task>.{png,json,safetensors}\n", o.output_dir.c_str());
+    for (const auto& s : rep.summaries)
+        std::printf("             %s\n             %s\n", s.summary_csv.c_str(), s.per_image_csv.c_str());
+    return rep.failed ? 1 : 0;
 }
 
 template <glimpse::Backend B>
-int run_on(B& be, const options& o, const char* backend_name) {
-    return o.batch.empty() ? run_single(be, o, backend_name) : run_batch(be, o, backend_name);
+int run_on(B& be, const options& o, const char* backend_name, const glimpse::device_spec& dev) {
+    return o.batch.empty() ? run_single(be, o, backend_name) : run_batch(be, o, backend_name, dev);
 }
 
 }  // namespace
@@ -325,7 +284,8 @@ int main(int argc, char** argv) {
     app.add_option(
         "--batch", o.batch,
         "JSON lines {\"image\", \"person_box\", \"object_box\", [\"action\", \"object_category\", "
-        "\"task_type\", \"id\"]}: every image, each model loaded once; re-running skips images already done");
+        "\"task_type\", \"box_format\", \"id\"]}: every image, each model loaded once; re-running skips images "
+        "done with the same inputs (a fingerprint in each JSON) and recomputes the others");
     app.add_option("--precision", o.precision,
                    "GEMM inputs: f32 (exact; default) or bf16 (rounded to bf16, f32 sums: several times faster "
                    "on CPUs with AMX, ~3e-3 off)")
@@ -373,7 +333,7 @@ int main(int argc, char** argv) {
         (void)cmp::parse_task_type(o.task);
         (void)cmp::parse_box_format(o.box_format);
         const std::string dev_name = dev.str();
-        return glimpse::with_backend(dev, [&](auto& be) { return run_on(be, o, dev_name.c_str()); });
+        return glimpse::with_backend(dev, [&](auto& be) { return run_on(be, o, dev_name.c_str(), dev); });
     } catch (const std::exception& e) {
         std::fflush(stdout);
         std::fprintf(stderr, "glimpse-compare: %s\n", e.what());

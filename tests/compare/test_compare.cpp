@@ -396,7 +396,7 @@ TEST_CASE("encoder's own attention received per patch equals the column means of
     GLIMPSE_REQUIRE_CLOSE(own.mean.cv(), expect.cv(), 1e-5);
 }
 
-TEST_CASE("glimpse-compare --batch: progress, per-image outputs, summary.csv with CIs, resume skips done images",
+TEST_CASE("glimpse-compare --batch: progress, per-image outputs, summary CSV with CIs, resume skips done images",
           "[compare][cli][batch]") {
     if (std::string(GLIMPSE_COMPARE_EXE).empty()) return;
     cli c;
@@ -424,17 +424,17 @@ TEST_CASE("glimpse-compare --batch: progress, per-image outputs, summary.csv wit
     CHECK(fs::is_regular_file(out / "square_100x100" / "attention_comparison_referring.png"));
     CHECK(fs::is_regular_file(out / "tall_240x90" / "attention_comparison_referring.json"));
     CHECK_FALSE(fs::exists(out / "bad"));
-    const std::string csv = slurp(out / "summary.csv");
+    const std::string csv = slurp(out / "summary_referring.csv");
     CHECK(csv.rfind("box,n,base_mean,base_ci95_lo", 0) == 0);
     CHECK(csv.find("\nperson,2,") != std::string::npos);
     CHECK(csv.find("\ninteraction,2,") != std::string::npos);
-    CHECK(slurp(out / "per_image.csv").find("failed: ") != std::string::npos);
+    CHECK(slurp(out / "per_image_referring.csv").find("failed: ") != std::string::npos);
     // Resume: the two done images are skipped, their numbers still summarised.
     const auto mtime = fs::last_write_time(out / "square_100x100" / "attention_comparison_referring.png");
     CHECK(c.run(args) == 1);
     CHECK(c.out_txt.find("0 computed, 2 skipped") != std::string::npos);
     CHECK(fs::last_write_time(out / "square_100x100" / "attention_comparison_referring.png") == mtime);
-    CHECK(slurp(out / "summary.csv") == csv);
+    CHECK(slurp(out / "summary_referring.csv") == csv);
     // A malformed JSONL is refused before any model is loaded, with its line number.
     {
         std::ofstream f(c.dir / "broken.jsonl");

@@ -11,6 +11,8 @@
 #include <system_error>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "glimpse/compare/attention_comparison.hpp"
 #include "glimpse/compare/comparison_figure.hpp"
 #include "glimpse/io/safetensors.hpp"
@@ -40,8 +42,11 @@ inline written output_paths(const std::filesystem::path& dir, task_type t) {
     return {dir / (stem + ".png"), dir / (stem + ".json"), dir / (stem + ".safetensors")};
 }
 
+// `annotations`: members added to the JSON's top level after to_json's (batch
+// mode's "fingerprint").
 inline written write_outputs(const comparison_result& r, const std::filesystem::path& dir, const fonts& f,
-                             const figure_options& fo = {}, stage_timings* t = nullptr) {
+                             const figure_options& fo = {}, stage_timings* t = nullptr,
+                             const nlohmann::ordered_json& annotations = nlohmann::ordered_json::object()) {
     namespace fs = std::filesystem;
     stopwatch wr;
     const viz::canvas img = viz::canvas::from(r.image);
@@ -67,7 +72,8 @@ inline written write_outputs(const comparison_result& r, const std::filesystem::
         std::map<std::string, double> extra;
         if (t)
             for (const auto& [k, v] : t->ms) extra[k] = v;
-        const auto j = to_json(r, extra);
+        auto j = to_json(r, extra);
+        for (auto it = annotations.begin(); it != annotations.end(); ++it) j[it.key()] = it.value();
         {
             std::ofstream o(tjson);
             if (!o) glimpse::detail::fail("cannot write '", tjson.string(), "'");
