@@ -232,7 +232,7 @@ std::string models_args() {
 
 }  // namespace
 
-TEST_CASE("glimpse-compare: PNG, JSON and safetensors; maps equal the PyTorch reference", "[compare][cli]") {
+TEST_CASE("glimpse-compare: PNG, JSON and safetensors, and its maps equal the PyTorch reference", "[compare][cli]") {
     if (std::string(GLIMPSE_COMPARE_EXE).empty()) {
         WARN("glimpse-compare not built; skipping");
         return;

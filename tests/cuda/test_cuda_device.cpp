@@ -6,7 +6,7 @@
 
 using namespace glimpse;
 
-TEST_CASE("device strings parse; bad ones name themselves", "[cuda][device]") {
+TEST_CASE("device strings parse, and bad ones name themselves", "[cuda][device]") {
     CHECK(parse_device("cpu") == device_spec{});
     CHECK(parse_device("cuda") == device_spec{device_spec::kind_t::cuda, 0});
     CHECK(parse_device("cuda:3") == device_spec{device_spec::kind_t::cuda, 3});

@@ -214,7 +214,7 @@ TEST_CASE("cuda backend rejects bad calls with the cpu backend's messages, and h
     REQUIRE_THROWS_WITH(cuda(cuda_options{.device = 1 << 20}), Catch::Contains("no CUDA device"));
 }
 
-TEST_CASE("cuda alloc is zero-filled; upload and download round-trip every dtype and strides", "[cuda][memory]") {
+TEST_CASE("cuda alloc is zero-filled, upload and download round-trip every dtype and strides", "[cuda][memory]") {
     GLIMPSE_REQUIRE_CUDA_DEVICE();
     cuda be;
     auto z = be.alloc(shape{1000, 3}, dtype::bf16);

@@ -69,7 +69,7 @@ void check_refusal(const tool_run& r, const std::string& tool, const std::string
 
 }  // namespace
 
-TEST_CASE("--device cuda:0 with no device visible: the tools say why, exit 1, write nothing", "[device][cli]") {
+TEST_CASE("tools' --device cuda:0 with no device visible: the tools say why, exit 1, write nothing", "[device][cli]") {
     const glimpse::test::temp_dir dir("device");
     const std::string hidden = "CUDA_VISIBLE_DEVICES= ";
     const std::string no_device = kToolsHaveCuda ? "--device cuda:0: no CUDA device visible: " : "built without CUDA";
@@ -88,7 +88,7 @@ TEST_CASE("--device cuda:0 with no device visible: the tools say why, exit 1, wr
     }
 }
 
-TEST_CASE("--device cuda:N runs on cuda or refuses; it never falls back to cpu", "[device][cli]") {
+TEST_CASE("tools' --device cuda:N runs on cuda or refuses and never falls back to cpu", "[device][cli]") {
     const glimpse::test::temp_dir dir("device");
     if (std::string(GLIMPSE_COMPARE_EXE).empty()) return;
     for (const char* dev : {"cuda:0", "cuda", "cuda:7"}) {
@@ -113,7 +113,7 @@ TEST_CASE("--device cuda:N runs on cuda or refuses; it never falls back to cpu",
     }
 }
 
-TEST_CASE("--precision bf16 on cuda is refused before any device is looked for", "[device][cli]") {
+TEST_CASE("tools' --precision bf16 on cuda is refused before any device is looked for", "[device][cli]") {
     const glimpse::test::temp_dir dir("device");
     const std::string needle =
         kToolsHaveCuda ? "--precision bf16: the cuda backend computes its GEMMs in f32 only" : "built without CUDA";

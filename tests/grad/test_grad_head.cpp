@@ -69,7 +69,7 @@ TEMPLATE_TEST_CASE("head block gradients match PyTorch autograd (both kinds, RoP
     check_block_file<TestType>(file);
 }
 
-TEMPLATE_TEST_CASE("head_backward: names, order and shapes of visit; linear in (d_delta, d_pooled)", "[grad][head]",
+TEMPLATE_TEST_CASE("head_backward: names, order and shapes of visit, and linear in (d_delta, d_pooled)", "[grad][head]",
                    reference, cpu) {
     TestType be;
     rng g(7);

@@ -70,7 +70,7 @@ TEST_CASE("ordered_heatmap: what cannot be converted is an error", "[heatmap][or
                       Catch::Contains("token order of 5 tokens for a 2x2"));
 }
 
-TEST_CASE("site_features: heatmaps made in the site's order; raster ones converted, not trusted",
+TEST_CASE("site_features: heatmaps made in the site's order, raster ones converted, not trusted",
           "[heatmap][order][models]") {
     cpu be;
     const auto enc = models::qwen_encoder<cpu>::load(be, test::data_path("qwen3_vl_tiny"));

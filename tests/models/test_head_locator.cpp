@@ -107,7 +107,7 @@ TEST_CASE("head_leaves is the block's own parameter list, for both kinds", "[mod
     check_kind(glimpse::heatmap::ln_gelu_tanh{}, models::head_kind::ln_gelu_tanh);
 }
 
-TEST_CASE("head_name_map: longest module prefix wins; unknown keys are errors", "[models][head_locator]") {
+TEST_CASE("head_name_map: longest module prefix wins, unknown keys are errors", "[models][head_locator]") {
     glimpse::test::temp_dir d("names");
     std::ofstream(d / "names.json") << R"({"leaves": {"attn": "cross", "attn.proj": "cross.out", "mlp": "ffn",
         "attn.q_proj.weight": "cross.query"}, "prefix": "visual.hm"})";
@@ -220,7 +220,7 @@ TEST_CASE("glimpse-compare on a PyTorch-written checkpoint: head found, named, a
     CHECK(j["models"]["base"]["head_trained"] == false);
 }
 
-TEST_CASE("a fine-tuned model without a head is an error that says what was looked for; --allow_untrained",
+TEST_CASE("a fine-tuned model without a head is an error that says what was looked for, unless --allow_untrained",
           "[models][head_locator]") {
     cpu be;
     models::qwen_head_options opt;
@@ -291,7 +291,7 @@ TEST_CASE("a head of the other family or another width is said as such", "[model
     }
 }
 
-TEST_CASE("several heads need --head_prefix; a prefix that names nothing is an error", "[models][head_locator]") {
+TEST_CASE("several heads need --head_prefix, and a prefix that names nothing is an error", "[models][head_locator]") {
     cpu be;
     glimpse::test::temp_dir d("several");
     auto t = head_tensors<glimpse::heatmap::ln_gelu_tanh>("heatmap_head.0", 64, 4, 96, 3);

@@ -75,7 +75,7 @@ TEST_CASE("canvas: rectangles drawn inside their edges, blending, blits", "[viz]
     CHECK(c.at(19, 9) == viz::box_yellow);
 }
 
-TEST_CASE("upsample: cell centres line up; nearest keeps cells, bilinear interpolates between centres", "[viz]") {
+TEST_CASE("upsample: cell centres line up, nearest keeps cells, bilinear interpolates between centres", "[viz]") {
     const std::vector<float> m = {0, 1, 2, 3};  // 2x2
     const auto n = viz::upsample(m, 2, 2, 4, 4, viz::interpolation::nearest);
     CHECK(n[0] == 0);
@@ -93,7 +93,7 @@ TEST_CASE("upsample: cell centres line up; nearest keeps cells, bilinear interpo
                       Catch::Contains("4 values for a 3x3 grid"));
 }
 
-TEST_CASE("font: DejaVu measured and rendered; a missing font file is a clear error", "[viz]") {
+TEST_CASE("font: DejaVu measured and rendered, a missing font file is a clear error", "[viz]") {
     std::string warn;
     const auto f = viz::font::system_default(false, &warn);
     if (f.builtin()) WARN("no DejaVu font on this machine: " << warn);
