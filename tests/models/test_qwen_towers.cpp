@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -20,8 +21,10 @@
 #include <glimpse/backend/reference.hpp>
 #include <glimpse/heatmap/integration.hpp>
 #include <glimpse/heatmap/prepare.hpp>
+#include <glimpse/io/image.hpp>
 #include <glimpse/models/qwen2_5_vl.hpp>
 #include <glimpse/models/qwen3_vl.hpp>
+#include <glimpse/models/qwen_preprocess.hpp>
 
 #include "test_util.hpp"
 
@@ -354,6 +357,86 @@ TEST_CASE("qwen3-vl tower matches transformers (f64 truth), cpu, all cases", "[m
 }
 TEST_CASE("qwen3-vl tower matches transformers, reference backend, smallest case", "[models][qwen][fixture]") {
     check_tower_parity<reference, models::qwen3_vision<reference>>(kQ3, "qwen3_vl_tiny_expected.safetensors", 1);
+}
+
+// ---------------------------------------------------------------------------
+namespace {
+
+// stb_image's own JPEG decoder: what load_image used before it decoded JPEG with
+// libjpeg-turbo. Kept here only to show that this fixture tells the two apart.
+image_u8 stb_decode(const std::string& path) {
+    int w = 0, h = 0, comp = 0;
+    stbi_uc* px = stbi_load(path.c_str(), &w, &h, &comp, 3);
+    REQUIRE(px != nullptr);
+    image_u8 img = from_rgb(h, w, std::span<const std::uint8_t>(px, static_cast<std::size_t>(w) * h * 3));
+    stbi_image_free(px);
+    return img;
+}
+
+// A JPEG (4:2:0, EXIF orientation 6) from the file to the tower outputs: load_image ->
+// preprocess -> encode, against transformers' load_image -> Qwen2VLImageProcessor ->
+// the f64 tower (tools/make_jpeg_fixtures.py).
+template <class Tower>
+void check_tower_on_jpeg(const std::string& dir, const std::string& fam, models::preprocess_config pc) {
+    cpu be;
+    const auto cfg = models::qwen_vision_config::load(dir);
+    const auto tower = Tower::load(be, checkpoint(dir), cfg);
+    const test::fixture fx("qwen_jpeg_tower_expected.safetensors");
+    const std::string image = test::data_path("images/jpeg/" + fx.s("image"));
+    pc.min_pixels = fx.i(fam + ".min_pixels");
+    pc.max_pixels = fx.i(fam + ".max_pixels");
+    REQUIRE(fx.i(fam + ".patch_size") == pc.patch_size);
+    auto encode = [&](const image_u8& img) {
+        const auto batch = models::preprocess(img, pc);
+        const std::vector<models::grid_thw_t> grids(batch.grid_thw.begin(), batch.grid_thw.end());
+        return std::pair(grids, tower.encode(be, batch.pixel_values.cv(), grids));
+    };
+
+    const image_u8 img = load_image(image);
+    // The processor's uint8 resize of the upright image, bit-exact.
+    const auto* re = fx.file.find(fam + ".resized");
+    REQUIRE(re != nullptr);
+    const auto rb = fx.file.bytes(*re);
+    const image_u8 resized = models::resize_bicubic_antialias(img, re->shape[0], re->shape[1]);
+    REQUIRE(resized.rgb.size() == rb.size());
+    CHECK(std::memcmp(resized.rgb.data(), rb.data(), rb.size()) == 0);
+
+    const auto [grids, out] = encode(img);
+    REQUIRE(grids.size() == 1);
+    for (int d = 0; d < 3; ++d)
+        CHECK(grids[0][static_cast<std::size_t>(d)] == static_cast<std::int64_t>(fx[fam + ".grid_thw"].at({d})));
+    std::vector<std::pair<std::string, tensor>> got;
+    got.emplace_back("hidden", be.download(out.hidden.cv()));
+    got.emplace_back("merged", be.download(out.merged.cv()));
+    for (std::size_t j = 0; j < out.deepstack.size(); ++j)
+        got.emplace_back("deepstack." + std::to_string(j), be.download(out.deepstack[j].cv()));
+    REQUIRE(got.size() == 2 + cfg.deepstack_visual_indexes.size());
+    if (verbose()) std::printf("%s on a JPEG (%s), libjpeg-turbo decode:\n", fam.c_str(), fx.s("image").c_str());
+    for (const auto& [n, t] : got) {
+        INFO(fam << " " << n);
+        report(n.c_str(), test::compare(t.cv(), fx[fam + "." + n]));
+        GLIMPSE_REQUIRE_CLOSE(t.cv(), fx[fam + "." + n], kF32Rel);
+    }
+
+    // The old stb path (rotated by hand, as it never read EXIF) misses the same bound by far.
+    const auto [g2, old] = encode(apply_orientation(stb_decode(image), 6));
+    REQUIRE(g2 == grids);
+    const auto e_old = test::compare(be.download(old.merged.cv()).cv(), fx[fam + ".merged"]);
+    if (verbose()) report("merged, stb decode (old path)", e_old);
+    CHECK(e_old.rel() > 100 * kF32Rel);
+}
+
+}  // namespace
+
+// Tolerance: kF32Rel (1e-5 of max |ref|), the bound of the raw-pixel cases above. Measured:
+// 2.7-6.3e-7 (hidden, merged, deepstack), as on those cases (1.8-7.4e-7); decoded by stb as
+// before, merged is 5.9e-3 (Qwen2.5) and 2.5e-3 (Qwen3) off. transformers' own f32 forward is
+// 0.3-2.4e-6 abs off the f64 truth (fixture metadata).
+TEST_CASE("qwen2.5-vl tower on a JPEG matches transformers from the file on", "[models][qwen][fixture][jpeg]") {
+    check_tower_on_jpeg<models::qwen2_5_vision<cpu>>(kQ25, "qwen2_5_vl", models::preprocess_config::qwen2_5_vl());
+}
+TEST_CASE("qwen3-vl tower on a JPEG matches transformers from the file on", "[models][qwen][fixture][jpeg]") {
+    check_tower_on_jpeg<models::qwen3_vision<cpu>>(kQ3, "qwen3_vl", models::preprocess_config::qwen3_vl());
 }
 
 TEMPLATE_TEST_CASE("qwen3-vl tower with bf16 weights stays bf16 and matches the f64 forward of those weights",
