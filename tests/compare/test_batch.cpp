@@ -24,6 +24,7 @@
 #include <glimpse/compare/batch.hpp>
 #include <glimpse/compare/fingerprint.hpp>
 
+#include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -425,10 +426,7 @@ int run_cli(const fs::path& dir, const std::string& args, std::string& out, std:
 
 TEST_CASE("glimpse-compare --batch: recompute counts per reason, unknown keys once, per-task CSVs",
           "[compare][batch][cli]") {
-    if (std::string(GLIMPSE_COMPARE_EXE).empty()) {
-        WARN("glimpse-compare not built; skipping");
-        return;
-    }
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
     test::temp_dir tmp("batch-cli");
     const fs::path jl = tmp / "b.jsonl", out = tmp / "out";
     const std::string pa = "\"person_box\": [0, 0, 60, 100], \"object_box\": [50, 50, 100, 100]";

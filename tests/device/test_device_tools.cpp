@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -73,14 +74,16 @@ TEST_CASE("tools' --device cuda:0 with no device visible: the tools say why, exi
     const glimpse::test::temp_dir dir("device");
     const std::string hidden = "CUDA_VISIBLE_DEVICES= ";
     const std::string no_device = kToolsHaveCuda ? "--device cuda:0: no CUDA device visible: " : "built without CUDA";
-    if (!std::string(GLIMPSE_COMPARE_EXE).empty()) {
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
+    {
         const auto r = run(dir, hidden, GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device cuda:0");
         check_refusal(r, "glimpse-compare", no_device);
         // The runtime's own reason and the variable that hid the devices, as the user set it.
         if (kToolsHaveCuda) CHECK(r.err.find("CUDA_VISIBLE_DEVICES=\n") != std::string::npos);
         CHECK_FALSE(fs::exists(dir / "out"));
     }
-    if (!std::string(GLIMPSE_ENCODE_EXE).empty()) {
+    {
         const auto r = run(dir, hidden, GLIMPSE_ENCODE_EXE,
                            encode_args() + " --device cuda:0 --out " + q((dir / "f.safetensors").string()));
         check_refusal(r, "glimpse-encode", no_device);
@@ -90,7 +93,7 @@ TEST_CASE("tools' --device cuda:0 with no device visible: the tools say why, exi
 
 TEST_CASE("tools' --device cuda:N runs on cuda or refuses and never falls back to cpu", "[device][cli]") {
     const glimpse::test::temp_dir dir("device");
-    if (std::string(GLIMPSE_COMPARE_EXE).empty()) return;
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
     for (const char* dev : {"cuda:0", "cuda", "cuda:7"}) {
         INFO(dev);
         const auto r = run(dir, "", GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device " + dev);
@@ -117,17 +120,17 @@ TEST_CASE("tools' --precision bf16 on cuda is refused before any device is looke
     const glimpse::test::temp_dir dir("device");
     const std::string needle =
         kToolsHaveCuda ? "--precision bf16: the cuda backend computes its GEMMs in f32 only" : "built without CUDA";
-    if (!std::string(GLIMPSE_COMPARE_EXE).empty())
-        check_refusal(
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
+    check_refusal(
             run(dir, "", GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device cuda:0 --precision bf16"),
             "glimpse-compare", needle);
-    if (!std::string(GLIMPSE_ENCODE_EXE).empty())
-        check_refusal(run(dir, "", GLIMPSE_ENCODE_EXE, encode_args() + " --device cuda:0 --precision bf16"),
+    check_refusal(run(dir, "", GLIMPSE_ENCODE_EXE, encode_args() + " --device cuda:0 --precision bf16"),
                       "glimpse-encode", needle);
 }
 
 TEST_CASE("glimpse-train --device: cpu only, and it says so for cuda", "[device][cli]") {
-    if (std::string(GLIMPSE_TRAIN_EXE).empty()) return;
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_TRAIN_EXE);
     const glimpse::test::temp_dir dir("device");
     const std::string args = "--model " + q(kTiny) + " --data " +
                              q(std::string(GLIMPSE_EXAMPLES_DATA_DIR) + "/train/train.jsonl") + " --out " +
@@ -139,7 +142,7 @@ TEST_CASE("glimpse-train --device: cpu only, and it says so for cuda", "[device]
 }
 
 TEST_CASE("glimpse-encode --device cpu runs and says so", "[device][cli]") {
-    if (std::string(GLIMPSE_ENCODE_EXE).empty()) return;
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
     const glimpse::test::temp_dir dir("device");
     const auto r = run(dir, "", GLIMPSE_ENCODE_EXE, encode_args() + " --device cpu");
     INFO("stdout: " << r.out << "\nstderr: " << r.err);

@@ -174,7 +174,7 @@ TEST_CASE("EXIF / XMP orientation of hostile and odd metadata is what PIL makes 
         CHECK(exif_orientation(std::span<const std::uint8_t>(tiny, len)) == 1);
 }
 
-TEST_CASE("PIL's CMYK;I -> RGB for every raw (c, k) pair", "[io][jpeg]") {
+TEST_CASE("PIL's inverted-CMYK to RGB for every raw (c, k) pair", "[io][jpeg]") {
     const jpeg_fixture j;
     REQUIRE(j.shape("cmyk_to_r") == std::vector<std::int64_t>{256, 256});
     const auto t = j.u8("cmyk_to_r");

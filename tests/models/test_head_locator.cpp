@@ -25,6 +25,7 @@
 #include <glimpse/models/head_locator.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -335,11 +336,8 @@ TEST_CASE("a [1, D] query projection is the transpose of nn.Linear(1, D)'s [D, 1
 
 TEST_CASE("glimpse-compare and glimpse-encode: --allow_untrained, --head_prefix, --head",
           "[models][head_locator][cli]") {
-    for (const char* exe : {GLIMPSE_COMPARE_EXE, GLIMPSE_ENCODE_EXE})
-        if (std::string(exe).empty()) {
-            WARN("glimpse-compare / glimpse-encode not built: test skipped");
-            return;
-        }
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
     glimpse::test::temp_dir d("head-cli");
     const auto q = [](const std::string& s) { return "'" + s + "'"; };
     const auto run = [&](const std::string& exe, const std::string& args, std::string& out) {

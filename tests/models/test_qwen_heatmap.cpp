@@ -20,6 +20,7 @@
 #include <glimpse/backend/cpu.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "test_skip.hpp"
 #include "test_util.hpp"
 
 #ifndef GLIMPSE_ENCODE_EXE
@@ -294,11 +295,8 @@ std::string slurp(const fs::path& p) {
 }  // namespace
 
 TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "[models][heatmap][cli]") {
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
     const std::string exe = GLIMPSE_ENCODE_EXE;
-    if (exe.empty()) {
-        WARN("GLIMPSE_ENCODE_EXE is not set; skipping the glimpse-encode check");
-        return;
-    }
     temp_dir dir("cli");
     const auto q = [](const std::string& s) { return "'" + s + "'"; };
     const auto run = [&](const std::string& args) {

@@ -19,6 +19,7 @@
 #include <glimpse/models/qwen_heatmap.hpp>
 #include <glimpse/train/head_checkpoint.hpp>
 
+#include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
@@ -75,10 +76,7 @@ struct cli_data {
 }  // namespace
 
 TEST_CASE("glimpse-train: --help shows an example", "[train][cli]") {
-    if (std::string(GLIMPSE_TRAIN_EXE).empty()) {
-        WARN("glimpse-train not built (GLIMPSE_BUILD_EXAMPLES=OFF): skipped");
-        return;
-    }
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_TRAIN_EXE);
     const auto r = run("--help");
     CHECK(r.code == 0);
     CHECK(r.out.find("--heldout-fraction") != std::string::npos);
@@ -86,10 +84,7 @@ TEST_CASE("glimpse-train: --help shows an example", "[train][cli]") {
 }
 
 TEST_CASE("glimpse-train: a short run, stop + resume = uninterrupted, the head loads", "[train][cli]") {
-    if (std::string(GLIMPSE_TRAIN_EXE).empty()) {
-        WARN("glimpse-train not built (GLIMPSE_BUILD_EXAMPLES=OFF): skipped");
-        return;
-    }
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_TRAIN_EXE);
     cli_data d;
     const auto full = run(d.common + " --out " + (d.dir / "full").string());
     INFO(full.out);
@@ -132,10 +127,7 @@ TEST_CASE("glimpse-train: a short run, stop + resume = uninterrupted, the head l
 
 TEST_CASE("glimpse-train: bad lines are rejected before anything is written, or skipped with a report",
           "[train][cli]") {
-    if (std::string(GLIMPSE_TRAIN_EXE).empty()) {
-        WARN("glimpse-train not built (GLIMPSE_BUILD_EXAMPLES=OFF): skipped");
-        return;
-    }
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_TRAIN_EXE);
     cli_data d;
     {
         std::ofstream f(d.dir / "t.jsonl", std::ios::app);
