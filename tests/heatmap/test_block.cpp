@@ -27,16 +27,11 @@ void check_block(const test::fixture& fx, bool bf16) {
     const heatmap::head_inputs in{fx["in.x"], fx["in.h"], cfg.rope ? cos.cv() : cview{}, cfg.rope ? sin.cv() : cview{}};
     heatmap::head_maps<B> maps;
     auto z = block.forward(be, in, {.mean = true}, &maps);
-    // bf16 weights: the f64 truth was computed from the same bf16 values, so our f32
-    // math must still meet the f32 bound; and PyTorch's own bf16 run is the bar the
-    // issue sets: no worse than 2x its error.
+    // bf16 weights: the f64 truth was computed from the same bf16 values, so our f32 math
+    // meets the f32 bound. (PyTorch's own bf16 forward, torch_bf16_max_abs_err in the
+    // fixture, is ~3.8e-2 off: a "no worse than PyTorch's bf16" check could never fail
+    // where this one passes, so there is none.)
     GLIMPSE_REQUIRE_CLOSE(z.cv(), fx["out.z"], kF32Rel);
-    if (bf16) {
-        const double torch_err = fx.f("torch_bf16_max_abs_err");
-        const auto e = test::compare(z.cv(), fx["out.z"]);
-        INFO("ours " << e.max_abs << " vs torch bf16 " << torch_err);
-        REQUIRE(e.max_abs <= 2 * torch_err);
-    }
     GLIMPSE_REQUIRE_CLOSE(maps.mean.cv(), fx["out.probs_mean"], kF32Rel);
     GLIMPSE_REQUIRE_CLOSE(block.delta(be, in).cv(), fx["out.delta"], kF32Rel);
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "test_skip.hpp"
 #include "glimpse/io/safetensors.hpp"
 
 #ifndef GLIMPSE_INSPECT_EXE
@@ -460,16 +461,16 @@ TEST_CASE("safetensors hostile: single-byte corruptions never escape as anything
             }
         }
     }
+    // Every mutation either opens (a benign byte, e.g. in the metadata value) or is refused
+    // with glimpse::error; anything else escaped the try above and already failed the test.
+    REQUIRE(opened + rejected == static_cast<int>(header_end) * 9);
     REQUIRE(rejected > 0);
-    REQUIRE(opened + rejected > 0);
+    REQUIRE(opened > 0);
 }
 
 TEST_CASE("safetensors hostile: glimpse-inspect exits 1 on a hostile file and 0 on a valid one", "[io][hostile]") {
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_INSPECT_EXE);
     const std::string exe = GLIMPSE_INSPECT_EXE;
-    if (exe.empty()) {
-        WARN("GLIMPSE_INSPECT_EXE is not set; skipping the glimpse-inspect check");
-        return;
-    }
     temp_dir dir("inspect");
     const auto quote = [](const fs::path& p) { return "'" + p.string() + "'"; };
     const auto run = [&](const fs::path& arg) {
