@@ -20,7 +20,7 @@
 
 using namespace glimpse;
 
-TEST_CASE("bundled fine-tuned head: more attention mass inside the demo's boxes than the untrained head", "[train]") {
+TEST_CASE("bundled fine-tuned head: the attention masses docs/training.md states for the demo's boxes", "[train]") {
     cpu be;
     const std::string ex = GLIMPSE_EXAMPLES_DATA_DIR;
     const auto model = test::data_path("qwen3_vl_tiny");
@@ -43,7 +43,7 @@ TEST_CASE("bundled fine-tuned head: more attention mass inside the demo's boxes 
     // (docs/training.md, Determinism) and by less than 2e-3 in these masses; 0.01 is the bound.
     for (const demo_box d : {demo_box{"person", {20, 15, 362, 512}, 0.691, 0.967},
                              demo_box{"helmet", {276, 342, 512, 512}, 0.145, 0.902},
-                             demo_box{"union", {20, 15, 512, 512}, 0.970, 0.990}}) {
+                             demo_box{"union", {20, 15, 512, 512}, 0.971, 0.997}}) {
         const tensor h = models::box_to_heatmap(d.b, 512, 512, f.grid);
         const auto a0 = base.attend(be, f, h.cv());
         const auto a1 = tuned.attend(be, f, h.cv());
