@@ -24,6 +24,7 @@
 #include <glimpse/compare/batch.hpp>
 #include <glimpse/compare/fingerprint.hpp>
 
+#include "test_files.hpp"
 #include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
@@ -33,20 +34,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using glimpse::test::read_file;
+
 const std::string kTiny = test::data_path("qwen3_vl_tiny");
 const std::string kHead = test::data_path("compare_head");
 const std::string kTrained = std::string(GLIMPSE_EXAMPLES_DATA_DIR) + "/qwen3_vl_tiny_finetuned";
 const std::string kSquare = test::data_path("images/square_100x100.png");
 const std::string kTall = test::data_path("images/tall_240x90.png");
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(slurp(p)); }
+nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(read_file(p)); }
 
 void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
     std::ofstream f(p);
@@ -227,7 +223,7 @@ TEST_CASE("batch resume: changed boxes, fine-tuned model, options and seed are r
     CHECK(r.failed == 1);
     CHECK(row_of(r, "a").status.find("outside the 100x100 image") != std::string::npos);
     CHECK(row_of(r, "a").values.empty());
-    CHECK(slurp(out / "summary_referring.csv").find("\nperson,") == std::string::npos);
+    CHECK(read_file(out / "summary_referring.csv").find("\nperson,") == std::string::npos);
 }
 
 TEST_CASE("batch: grounding after referring in one directory keeps both summaries, grounding's has its numbers",
@@ -239,8 +235,8 @@ TEST_CASE("batch: grounding after referring in one directory keeps both summarie
                      line("b", kTall, "\"person_box\": [0, 0, 50, 130]")});
     auto r = R.run(jl, out);
     REQUIRE(r.summaries.size() == 1);
-    const std::string ref_summary = slurp(out / "summary_referring.csv");
-    const std::string ref_per_image = slurp(out / "per_image_referring.csv");
+    const std::string ref_summary = read_file(out / "summary_referring.csv");
+    const std::string ref_per_image = read_file(out / "per_image_referring.csv");
     CHECK(ref_summary.find("\nperson,2,") != std::string::npos);
     CHECK(ref_summary.find("\nobject,1,") != std::string::npos);
 
@@ -250,12 +246,12 @@ TEST_CASE("batch: grounding after referring in one directory keeps both summarie
     CHECK(r.computed == 2);  // another task: other files, nothing skipped
     REQUIRE(r.summaries.size() == 1);
     CHECK(r.summaries[0].task == compare::task_type::grounding);
-    CHECK(slurp(out / "summary_referring.csv") == ref_summary);
-    CHECK(slurp(out / "per_image_referring.csv") == ref_per_image);
+    CHECK(read_file(out / "summary_referring.csv") == ref_summary);
+    CHECK(read_file(out / "per_image_referring.csv") == ref_per_image);
     CHECK_FALSE(fs::exists(out / "summary.csv"));
 
     // Grounding's summary: the entropies and masses it computed, each the mean of the JSONs' values.
-    const std::string gs = slurp(out / "summary_grounding.csv");
+    const std::string gs = read_file(out / "summary_grounding.csv");
     CHECK(gs.rfind("metric,n,base_mean,", 0) == 0);
     const auto ja = read_json(out / "a" / "attention_comparison_grounding.json");
     const auto jb = read_json(out / "b" / "attention_comparison_grounding.json");
@@ -288,7 +284,7 @@ TEST_CASE("batch: grounding after referring in one directory keeps both summarie
     for (const char* l : {"head_normalized_entropy", "encoder_normalized_entropy", "head_mass_person",
                           "encoder_mass_person", "head_mass_object", "encoder_mass_object", "head_mass_interaction"})
         CHECK(gs.find(std::string("\n") + l + ",") != std::string::npos);
-    const std::string gp = slurp(out / "per_image_grounding.csv");
+    const std::string gp = read_file(out / "per_image_grounding.csv");
     CHECK(gp.find("base_head_normalized_entropy,finetuned_head_normalized_entropy") != std::string::npos);
     CHECK(gp.find("\na,") != std::string::npos);
     // Resume of each task skips its own images.
@@ -296,7 +292,7 @@ TEST_CASE("batch: grounding after referring in one directory keeps both summarie
     CHECK(r.skipped == 2);
     r = R.run(jl, out);
     CHECK(r.skipped == 2);
-    CHECK(slurp(out / "summary_referring.csv") == ref_summary);
+    CHECK(read_file(out / "summary_referring.csv") == ref_summary);
 }
 
 TEST_CASE("batch JSONL: a line's box_format is honoured, a bad one refused, unknown keys reported once",
@@ -368,7 +364,7 @@ TEST_CASE("batch JSONL: a line's box_format is honoured, a bad one refused, unkn
 
 TEST_CASE("95% interval of a [0, 1]-bounded mean: bootstrap equals numpy and stays in [0, 1] near the bounds",
           "[compare][batch][analysis]") {
-    const auto fx = nlohmann::json::parse(slurp(test::data_path("bootstrap_ci.json")));
+    const auto fx = nlohmann::json::parse(read_file(test::data_path("bootstrap_ci.json")));
     REQUIRE(fx["cases"].size() == 5);
     for (const auto& c : fx["cases"]) {
         INFO(c["name"].get<std::string>());
@@ -417,8 +413,8 @@ int run_cli(const fs::path& dir, const std::string& args, std::string& out, std:
                             q((dir / "err.txt").string());
     const int status = std::system(cmd.c_str());
     REQUIRE(WIFEXITED(status));
-    out = slurp(dir / "out.txt");
-    err = slurp(dir / "err.txt");
+    out = read_file(dir / "out.txt");
+    err = read_file(dir / "err.txt");
     return WEXITSTATUS(status);
 }
 

@@ -28,6 +28,7 @@
 #include <glimpse/heatmap/head_block.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "test_files.hpp"
 #include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
@@ -37,17 +38,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using glimpse::test::read_file;
+
 const std::string kTiny = test::data_path("qwen3_vl_tiny");
 const std::string kHead = test::data_path("compare_head");
 const std::string kTall = test::data_path("images/tall_240x90.png");
 const std::string kSquare = test::data_path("images/square_100x100.png");
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 heatmap::box fixture_box(const test::fixture& f, const std::string& name) {
     const auto v = nlohmann::json::parse(f.s("box." + name));
@@ -229,8 +225,8 @@ struct cli {
                                 q((dir / "err.txt").string());
         const int status = std::system(cmd.c_str());
         REQUIRE(WIFEXITED(status));
-        out_txt = slurp(dir / "out.txt");
-        err_txt = slurp(dir / "err.txt");
+        out_txt = read_file(dir / "out.txt");
+        err_txt = read_file(dir / "err.txt");
         return WEXITSTATUS(status);
     }
 };
@@ -271,7 +267,7 @@ TEST_CASE("glimpse-compare: PNG, JSON and safetensors, and its maps equal the Py
         CHECK(maps.contains(std::string("base.") + name));
     }
     // JSON: the statistics of those maps.
-    const auto j = nlohmann::json::parse(slurp(out / "attention_comparison_referring.json"));
+    const auto j = nlohmann::json::parse(read_file(out / "attention_comparison_referring.json"));
     CHECK(j["task_type"] == "referring");
     CHECK(j["grid"]["h"] == 28);
     CHECK(j["models"]["base"]["head_trained"] == false);
@@ -357,7 +353,7 @@ TEST_CASE("glimpse-compare grounding: head under a uniform heatmap and the encod
     REQUIRE(c.run(models_args() + " --image_path " + cli::q(kSquare) + " --output_dir " + cli::q(out.string()) +
                   " --task_type grounding --action 'sitting on' --object_category bench --person_box 0 0 50 100") == 0);
     INFO(c.out_txt << c.err_txt);
-    const auto j = nlohmann::json::parse(slurp(out / "attention_comparison_grounding.json"));
+    const auto j = nlohmann::json::parse(read_file(out / "attention_comparison_grounding.json"));
     CHECK(j["action"] == "sitting on");
     CHECK(j["object_category"] == "bench");
     CHECK(j["models"]["base"]["queries"].contains("uniform"));
@@ -431,17 +427,17 @@ TEST_CASE("glimpse-compare --batch: progress, per-image outputs, summary CSV wit
     CHECK(fs::is_regular_file(out / "square_100x100" / "attention_comparison_referring.png"));
     CHECK(fs::is_regular_file(out / "tall_240x90" / "attention_comparison_referring.json"));
     CHECK_FALSE(fs::exists(out / "bad"));
-    const std::string csv = slurp(out / "summary_referring.csv");
+    const std::string csv = read_file(out / "summary_referring.csv");
     CHECK(csv.rfind("box,n,base_mean,base_ci95_lo", 0) == 0);
     CHECK(csv.find("\nperson,2,") != std::string::npos);
     CHECK(csv.find("\ninteraction,2,") != std::string::npos);
-    CHECK(slurp(out / "per_image_referring.csv").find("failed: ") != std::string::npos);
+    CHECK(read_file(out / "per_image_referring.csv").find("failed: ") != std::string::npos);
     // Resume: the two done images are skipped, their numbers still summarised.
     const auto mtime = fs::last_write_time(out / "square_100x100" / "attention_comparison_referring.png");
     CHECK(c.run(args) == 1);
     CHECK(c.out_txt.find("0 computed, 2 skipped") != std::string::npos);
     CHECK(fs::last_write_time(out / "square_100x100" / "attention_comparison_referring.png") == mtime);
-    CHECK(slurp(out / "summary_referring.csv") == csv);
+    CHECK(read_file(out / "summary_referring.csv") == csv);
     // A malformed JSONL is refused before any model is loaded, with its line number.
     {
         std::ofstream f(c.dir / "broken.jsonl");

@@ -14,22 +14,18 @@
 #include <sstream>
 #include <string>
 
+#include "test_files.hpp"
 #include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
 namespace {
 
+using glimpse::test::read_file;
+
 namespace fs = std::filesystem;
 
 constexpr bool kToolsHaveCuda = GLIMPSE_TOOLS_HAVE_CUDA;
-
-std::string slurp(const fs::path& p) {
-    std::ifstream f(p);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
 
 struct tool_run {
     int code = -1;
@@ -45,7 +41,7 @@ tool_run run(const glimpse::test::temp_dir& dir, const std::string& env, const s
         env + q(exe) + " " + args + " >" + q((dir / "out.txt").string()) + " 2>" + q((dir / "err.txt").string());
     const int status = std::system(cmd.c_str());
     REQUIRE(WIFEXITED(status));
-    return {WEXITSTATUS(status), slurp(dir / "out.txt"), slurp(dir / "err.txt")};
+    return {WEXITSTATUS(status), read_file(dir / "out.txt"), read_file(dir / "err.txt")};
 }
 
 const std::string kTiny = glimpse::test::data_path("qwen3_vl_tiny");

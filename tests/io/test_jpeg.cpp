@@ -21,12 +21,15 @@
 #include <glimpse/io/image.hpp>
 #include <glimpse/io/jpeg.hpp>
 
+#include "test_files.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;
 
 namespace {
+
+using glimpse::test::error_of;
 
 using bytes = std::vector<std::uint8_t>;
 
@@ -76,15 +79,6 @@ std::int64_t count_diff(const image_u8& img, std::span<const std::uint8_t> want,
     std::int64_t n = 0;
     for (std::size_t i = 0; i < want.size(); ++i) n += img.rgb[i] != want[i];
     return n;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const glimpse::error& e) {
-        return e.what();
-    }
-    return "";
 }
 
 // [start, end) of the first marker segment `marker` before the first scan.

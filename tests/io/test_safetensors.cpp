@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "test_files.hpp"
 #include "glimpse/io/safetensors.hpp"
 
 #include "temp_dir.hpp"
@@ -27,6 +28,8 @@ using glimpse::dtype;
 using glimpse::tensor;
 
 namespace {
+
+using glimpse::test::write_file;
 
 using glimpse::test::temp_dir;
 
@@ -52,10 +55,6 @@ bool same_values(const cview& a, const cview& b) {
         }
     }
     return true;
-}
-
-void write_bytes(const fs::path& p, const std::string& bytes) {
-    std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 // A safetensors file built by hand: 8-byte length, header, data.
@@ -208,7 +207,7 @@ TEST_CASE("safetensors: a dtype glimpse cannot use opens but get/load name it", 
     const tensor a = iota({2}, dtype::f32);
     std::string fdata(8, '\0');
     std::memcpy(fdata.data(), a.data(), 8);
-    write_bytes(dir / "ids.safetensors",
+    write_file(dir / "ids.safetensors",
                 raw_file(R"({"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
                          R"("w":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})",
                          data + fdata));
@@ -239,7 +238,7 @@ TEST_CASE("safetensors: checkpoint of a sharded directory with an index", "[io]"
     glimpse::save_safetensors(dir / "model-00002-of-00002.safetensors", {{"c", c.cv()}});
     // Not named by the index: must be ignored, not merged.
     glimpse::save_safetensors(dir / "stray.safetensors", {{"a", c.cv()}});
-    write_bytes(dir / "model.safetensors.index.json", R"({
+    write_file(dir / "model.safetensors.index.json", R"({
         "metadata": {"total_size": 34},
         "weight_map": {"c": "model-00002-of-00002.safetensors",
                        "a": "model-00001-of-00002.safetensors",
@@ -267,7 +266,7 @@ TEST_CASE("safetensors: checkpoint of a directory of plain files", "[io]") {
     const tensor b = iota({2, 3}, dtype::bf16);
     glimpse::save_safetensors(dir / "one.safetensors", {{"enc.a", a.cv()}});
     glimpse::save_safetensors(dir / "two.safetensors", {{"dec.b", b.cv()}}, {{"k", "v"}});
-    write_bytes(dir / "README.md", "not a checkpoint");
+    write_file(dir / "README.md", "not a checkpoint");
 
     glimpse::checkpoint ck(dir.path);
     REQUIRE(ck.names() == std::vector<std::string>{"dec.b", "enc.a"});

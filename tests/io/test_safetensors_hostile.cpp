@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "test_files.hpp"
 #include "test_skip.hpp"
 #include "glimpse/io/safetensors.hpp"
 
@@ -32,6 +33,9 @@ using Catch::Contains;
 
 namespace {
 
+using glimpse::test::write_file;
+using glimpse::test::read_file;
+
 using glimpse::test::temp_dir;
 
 std::string le64(std::uint64_t n) {
@@ -45,21 +49,12 @@ std::string raw_file(const std::string& header, const std::string& data = {}) {
     return le64(header.size()) + header + data;
 }
 
-void write_bytes(const fs::path& p, const std::string& bytes) {
-    std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string read_bytes(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // Writes `bytes` as a file in a fresh directory and opens it; the directory
 // lives as long as the returned object.
 struct hostile {
     temp_dir dir{"case"};
     fs::path file;
-    explicit hostile(const std::string& bytes) : file(dir / "h.safetensors") { write_bytes(file, bytes); }
+    explicit hostile(const std::string& bytes) : file(dir / "h.safetensors") { write_file(file, bytes); }
     void open() const { glimpse::safetensors_file f(file); }
 };
 
@@ -362,7 +357,7 @@ TEST_CASE("safetensors hostile: index.json pointing outside the directory", "[io
         INFO(target);
         std::string escaped;
         for (char c : target) escaped += c == '\\' ? std::string("\\\\") : std::string(1, c);
-        write_bytes(dir / "model.safetensors.index.json", R"({"weight_map":{"w":")" + escaped + "\"}}");
+        write_file(dir / "model.safetensors.index.json", R"({"weight_map":{"w":")" + escaped + "\"}}");
         REQUIRE_THROWS_AS(glimpse::checkpoint(dir.path), glimpse::error);
         REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path), Contains("not a plain file name") && Contains("'w'"));
     }
@@ -372,7 +367,7 @@ TEST_CASE("safetensors hostile: index.json naming a tensor its shard lacks", "[i
     temp_dir dir("index-missing");
     const glimpse::tensor a = glimpse::tensor::from({2}, std::vector<float>{1, 2});
     glimpse::save_safetensors(dir / "model.safetensors", {{"w", a.cv()}});
-    write_bytes(dir / "model.safetensors.index.json",
+    write_file(dir / "model.safetensors.index.json",
                 R"({"weight_map":{"w":"model.safetensors","ghost":"model.safetensors"}})");
     REQUIRE_THROWS_AS(glimpse::checkpoint(dir.path), glimpse::error);
     REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path), Contains("'ghost'") && Contains("no such tensor") &&
@@ -399,7 +394,7 @@ TEST_CASE("safetensors hostile: malformed index.json", "[io][hostile]") {
              {std::string(100'000, '[') + std::string(100'000, ']'), "nested too deeply"},
          }) {
         INFO(text.substr(0, 80));
-        write_bytes(index, text);
+        write_file(index, text);
         REQUIRE_THROWS_AS(glimpse::checkpoint(dir.path), glimpse::error);
         REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path), Contains(reason));
     }
@@ -423,12 +418,12 @@ TEST_CASE("safetensors hostile: every truncation of a valid file", "[io][hostile
     const glimpse::tensor b = a.to(glimpse::dtype::bf16);
     const auto full = dir / "full.safetensors";
     glimpse::save_safetensors(full, {{"a", a.cv()}, {"b", b.cv()}}, {{"format", "pt"}});
-    const std::string bytes = read_bytes(full);
+    const std::string bytes = read_file(full);
     REQUIRE_NOTHROW(glimpse::safetensors_file(full));
     const auto cut = dir / "cut.safetensors";
     for (std::size_t n = 0; n < bytes.size(); ++n) {
         INFO("prefix of " << n << " of " << bytes.size() << " bytes");
-        write_bytes(cut, bytes.substr(0, n));
+        write_file(cut, bytes.substr(0, n));
         REQUIRE_THROWS_AS(glimpse::safetensors_file(cut), glimpse::error);
     }
 }
@@ -440,7 +435,7 @@ TEST_CASE("safetensors hostile: single-byte corruptions never escape as anything
     const glimpse::tensor b = a.to(glimpse::dtype::f16);
     const auto full = dir / "full.safetensors";
     glimpse::save_safetensors(full, {{"a", a.cv()}, {"b", b.cv()}}, {{"k", "v"}});
-    const std::string bytes = read_bytes(full);
+    const std::string bytes = read_file(full);
     std::size_t header_end = 8;
     for (int i = 7; i >= 0; --i) header_end += static_cast<std::size_t>(static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)])) << (8 * i);
     REQUIRE(header_end < bytes.size());
@@ -450,7 +445,7 @@ TEST_CASE("safetensors hostile: single-byte corruptions never escape as anything
         for (const char c : {'\0', '\xff', '"', '[', '}', ',', '-', '9', 'e'}) {
             std::string m = bytes;
             m[i] = c;
-            write_bytes(mutated, m);
+            write_file(mutated, m);
             try {
                 const glimpse::safetensors_file f(mutated);
                 for (const auto& e : f.entries())
@@ -481,9 +476,9 @@ TEST_CASE("safetensors hostile: glimpse-inspect exits 1 on a hostile file and 0 
         return WEXITSTATUS(status);
     };
 
-    write_bytes(dir / "bad.safetensors", le64(std::uint64_t{1} << 63) + "{}");
+    write_file(dir / "bad.safetensors", le64(std::uint64_t{1} << 63) + "{}");
     REQUIRE(run(dir / "bad.safetensors") == 1);
-    const std::string err = read_bytes(dir / "err.txt");
+    const std::string err = read_file(dir / "err.txt");
     REQUIRE(err.rfind("glimpse-inspect: ", 0) == 0);
     REQUIRE(std::count(err.begin(), err.end(), '\n') == 1);
     REQUIRE_THAT(err, Contains("bad.safetensors"));
@@ -491,10 +486,10 @@ TEST_CASE("safetensors hostile: glimpse-inspect exits 1 on a hostile file and 0 
     const glimpse::tensor a = glimpse::tensor::from({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
     glimpse::save_safetensors(dir / "good.safetensors", {{"blocks.0.weight", a.cv()}}, {{"format", "pt"}});
     REQUIRE(run(dir / "good.safetensors") == 0);
-    const std::string out = read_bytes(dir / "out.txt");
+    const std::string out = read_file(dir / "out.txt");
     REQUIRE_THAT(out, Contains("blocks.0.weight") && Contains("[2, 3]") && Contains("format = pt") &&
                           Contains("6 parameters") && Contains("24 bytes"));
-    REQUIRE(read_bytes(dir / "err.txt").empty());
+    REQUIRE(read_file(dir / "err.txt").empty());
 
     REQUIRE(run(dir / "absent") == 1);
 }

@@ -25,6 +25,7 @@
 #include <glimpse/models/head_locator.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "test_files.hpp"
 #include "test_skip.hpp"
 #include "temp_dir.hpp"
 #include "test_util.hpp"
@@ -38,16 +39,11 @@ using glimpse::tensor;
 
 namespace {
 
+using glimpse::test::read_file;
+
 const std::string kQwen3 = glimpse::test::data_path("qwen3_vl_tiny");
 const std::string kQwen25 = glimpse::test::data_path("qwen2_5_vl_tiny");
 const std::string kPt = glimpse::test::data_path("pt_heads");
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 // The error text of `f` (empty when it does not throw).
 template <class F>
@@ -342,7 +338,7 @@ TEST_CASE("glimpse-compare and glimpse-encode: --allow_untrained, --head_prefix,
     const auto q = [](const std::string& s) { return "'" + s + "'"; };
     const auto run = [&](const std::string& exe, const std::string& args, std::string& out) {
         const int st = std::system((q(exe) + " " + args + " >" + q((d / "o.txt").string()) + " 2>&1").c_str());
-        out = slurp(d / "o.txt");
+        out = read_file(d / "o.txt");
         return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     };
     const std::string img = glimpse::test::data_path("images/wide_67x203.png");

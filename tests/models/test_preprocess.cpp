@@ -19,6 +19,7 @@
 #include <glimpse/io/image.hpp>
 #include <glimpse/models/qwen_preprocess.hpp>
 
+#include "test_files.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;
@@ -26,6 +27,9 @@ using glimpse::models::preprocess_config;
 using glimpse::models::smart_resize;
 
 namespace {
+
+using glimpse::test::write_file;
+using glimpse::test::read_file;
 
 std::vector<std::string> split_names(const std::string& s) {
     std::vector<std::string> out;
@@ -36,16 +40,6 @@ std::vector<std::string> split_names(const std::string& s) {
 
 std::filesystem::path temp_file(const std::string& name) {
     return std::filesystem::temp_directory_path() / ("glimpse_pp_" + std::to_string(::getpid()) + "_" + name);
-}
-
-void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string read_bytes(const std::filesystem::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 // Exact comparison of an image with a fixture [h, w, 3] tensor of levels.
@@ -164,7 +158,7 @@ TEST_CASE("preprocess_config defaults and preprocessor_config.json", "[models][p
 
     const auto p = temp_file("preprocessor_config.json");
     // Qwen2.5-VL-7B's file: top-level min/max_pixels.
-    write_bytes(p, R"({"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+    write_file(p, R"({"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
         "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "rescale_factor": 0.00392156862745098,
         "image_processor_type": "Qwen2VLImageProcessor"})");
@@ -175,7 +169,7 @@ TEST_CASE("preprocess_config defaults and preprocessor_config.json", "[models][p
     CHECK(c.mean == q25.mean);
     CHECK(c.std == q25.std);
     // Qwen3-VL-8B's file: size.shortest_edge / longest_edge.
-    write_bytes(p, R"({"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+    write_file(p, R"({"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
         "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})");
     c = preprocess_config::from_json(p);
     CHECK(c.patch_size == 16);
@@ -183,23 +177,23 @@ TEST_CASE("preprocess_config defaults and preprocessor_config.json", "[models][p
     CHECK(c.max_pixels == 16777216);
     CHECK(c.mean == q3.mean);
     // Both forms: min/max_pixels win.
-    write_bytes(p, R"({"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "min_pixels": 1000,
+    write_file(p, R"({"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "min_pixels": 1000,
         "max_pixels": 2000000})");
     c = preprocess_config::from_json(p);
     CHECK(c.min_pixels == 1000);
     CHECK(c.max_pixels == 2000000);
     // Refused: unsupported settings, bad values, not JSON.
-    write_bytes(p, R"({"resample": 2})");
+    write_file(p, R"({"resample": 2})");
     CHECK_THROWS_AS(preprocess_config::from_json(p), glimpse::error);
-    write_bytes(p, R"({"do_normalize": false})");
+    write_file(p, R"({"do_normalize": false})");
     CHECK_THROWS_AS(preprocess_config::from_json(p), glimpse::error);
-    write_bytes(p, R"({"patch_size": "14"})");
+    write_file(p, R"({"patch_size": "14"})");
     CHECK_THROWS_AS(preprocess_config::from_json(p), glimpse::error);
-    write_bytes(p, R"({"image_std": [0.5, 0, 0.5]})");
+    write_file(p, R"({"image_std": [0.5, 0, 0.5]})");
     CHECK_THROWS_AS(preprocess_config::from_json(p), glimpse::error);
-    write_bytes(p, R"({"min_pixels": 5000, "max_pixels": 4000})");
+    write_file(p, R"({"min_pixels": 5000, "max_pixels": 4000})");
     CHECK_THROWS_AS(preprocess_config::from_json(p), glimpse::error);
-    write_bytes(p, "{not json");
+    write_file(p, "{not json");
     CHECK_THROWS_AS(preprocess_config::from_json(p), glimpse::error);
     std::filesystem::remove(p);
     CHECK_THROWS_WITH(preprocess_config::from_json(p), Catch::Contains("no such file"));
@@ -248,16 +242,16 @@ TEST_CASE("preprocess and load_image errors name the file and the reason", "[mod
     const auto missing = temp_file("does_not_exist.png");
     CHECK_THROWS_WITH(load_image(missing), Catch::Contains(missing.string()) && Catch::Contains("no such file"));
 
-    const std::string png = read_bytes(test::data_path("images/square_100x100.png"));
+    const std::string png = read_file(test::data_path("images/square_100x100.png"));
     REQUIRE(png.size() > 1000);
     // Truncated PNG (header intact, image data cut).
     const auto trunc = temp_file("truncated.png");
-    write_bytes(trunc, png.substr(0, png.size() / 2));
+    write_file(trunc, png.substr(0, png.size() / 2));
     CHECK_THROWS_WITH(load_image(trunc), Catch::Contains(trunc.string()) && Catch::Contains("cannot decode"));
     // Empty file and a file that is no image.
-    write_bytes(trunc, "");
+    write_file(trunc, "");
     CHECK_THROWS_WITH(load_image(trunc), Catch::Contains(trunc.string()));
-    write_bytes(trunc, "hello, I am not an image");
+    write_file(trunc, "hello, I am not an image");
     CHECK_THROWS_WITH(load_image(trunc), Catch::Contains(trunc.string()) && Catch::Contains("cannot decode"));
 
     // IHDR width/height live at bytes 16..23 (big-endian); stb does not check CRCs.
@@ -269,11 +263,11 @@ TEST_CASE("preprocess and load_image errors name the file and the reason", "[mod
         }
         return s;
     };
-    write_bytes(trunc, patched(0, 100));  // zero-size
+    write_file(trunc, patched(0, 100));  // zero-size
     CHECK_THROWS_WITH(load_image(trunc), Catch::Contains(trunc.string()));
     // 17000² = 2.9e8 pixels > PIL's 2 x MAX_IMAGE_PIXELS, yet within stb's own limit (2^30
     // bytes): refused by the header check, before any decoding or allocation.
-    write_bytes(trunc, patched(17000, 17000));
+    write_file(trunc, patched(17000, 17000));
     CHECK_THROWS_WITH(load_image(trunc), Catch::Contains(trunc.string()) && Catch::Contains("exceeds the limit"));
     std::filesystem::remove(trunc);
 

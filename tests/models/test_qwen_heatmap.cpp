@@ -20,6 +20,7 @@
 #include <glimpse/backend/cpu.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "test_files.hpp"
 #include "test_skip.hpp"
 #include "test_util.hpp"
 
@@ -33,6 +34,8 @@ using namespace glimpse;
 namespace fs = std::filesystem;
 
 namespace {
+
+using glimpse::test::read_file;
 
 const std::string kQ25 = test::data_path("qwen2_5_vl_tiny");
 const std::string kQ3 = test::data_path("qwen3_vl_tiny");
@@ -285,13 +288,6 @@ TEST_CASE("qwen encoder: heatmap_head.* in the checkpoint dir is loaded, else a 
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 }  // namespace
 
 TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "[models][heatmap][cli]") {
@@ -312,7 +308,7 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
     for (const auto& model : {kQ25, kQ3}) {
         INFO(model);
         REQUIRE(run("--model " + q(model) + " --image " + q(kWide) + " --heatmap-box 20 10 120 50 --threads 2" + o) == 0);
-        const std::string text = slurp(dir.path / "out.txt");
+        const std::string text = read_file(dir.path / "out.txt");
         INFO(text);
         CHECK(text.find("resized") != std::string::npos);
         CHECK(text.find("grid_thw [1, ") != std::string::npos);
@@ -336,7 +332,7 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
     const auto expect_failure = [&](const std::string& args, const std::string& needle) {
         INFO(args);
         REQUIRE(run(args + o) == 1);
-        const std::string err = slurp(dir.path / "err.txt");
+        const std::string err = read_file(dir.path / "err.txt");
         INFO(err);
         CHECK(err.rfind("glimpse-encode: ", 0) == 0);
         CHECK(std::count(err.begin(), err.end(), '\n') == 1);

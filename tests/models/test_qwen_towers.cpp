@@ -26,6 +26,7 @@
 #include <glimpse/models/qwen3_vl.hpp>
 #include <glimpse/models/qwen_preprocess.hpp>
 
+#include "test_files.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;
@@ -35,6 +36,8 @@ using test::kF32Rel;
 namespace fs = std::filesystem;
 
 namespace {
+
+using glimpse::test::error_of;
 
 const std::string kQ25 = test::data_path("qwen2_5_vl_tiny");
 const std::string kQ3 = test::data_path("qwen3_vl_tiny");
@@ -46,15 +49,6 @@ nlohmann::json read_json(const fs::path& p) {
     return nlohmann::json::parse(in);
 }
 void write_json(const fs::path& p, const nlohmann::json& j) { std::ofstream(p) << j.dump(2); }
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const glimpse::error& e) {
-        return e.what();
-    }
-    return "";
-}
 
 std::vector<models::grid_thw_t> grids_of(const cview& g) {
     std::vector<models::grid_thw_t> out;
