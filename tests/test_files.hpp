@@ -19,7 +19,8 @@ inline std::string read_file(const std::filesystem::path& p) {
 
 // Replaces the file with `bytes`.
 inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
-    std::ofstream(p, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(p, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 // The message of the glimpse::error `f` throws, or "" when it throws none (any other

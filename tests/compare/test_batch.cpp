@@ -24,9 +24,9 @@
 #include <glimpse/compare/batch.hpp>
 #include <glimpse/compare/fingerprint.hpp>
 
+#include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
-#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;

@@ -28,9 +28,9 @@
 #include <glimpse/heatmap/head_block.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
-#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;

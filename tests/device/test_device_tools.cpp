@@ -14,9 +14,9 @@
 #include <sstream>
 #include <string>
 
+#include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
-#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 namespace {

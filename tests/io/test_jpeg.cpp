@@ -21,8 +21,8 @@
 #include <glimpse/io/image.hpp>
 #include <glimpse/io/jpeg.hpp>
 
-#include "test_files.hpp"
 #include "temp_dir.hpp"
+#include "test_files.hpp"
 #include "test_util.hpp"
 
 using namespace glimpse;

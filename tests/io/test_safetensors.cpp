@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "test_files.hpp"
 #include "glimpse/io/safetensors.hpp"
+#include "test_files.hpp"
 
 #include "temp_dir.hpp"
 

@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "glimpse/io/safetensors.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
-#include "glimpse/io/safetensors.hpp"
 
 #ifndef GLIMPSE_INSPECT_EXE
 #define GLIMPSE_INSPECT_EXE ""

@@ -25,9 +25,9 @@
 #include <glimpse/models/head_locator.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 
+#include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
-#include "temp_dir.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

@@ -19,8 +19,8 @@
 #include <glimpse/models/qwen_heatmap.hpp>
 #include <glimpse/train/head_checkpoint.hpp>
 
-#include "test_skip.hpp"
 #include "temp_dir.hpp"
+#include "test_skip.hpp"
 #include "test_util.hpp"
 
 #ifndef GLIMPSE_TRAIN_EXE
