@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 import transformers
 from safetensors import safe_open
-from safetensors.torch import save_file
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import make_tiny_checkpoints as tiny  # noqa: E402  (the f64-truth patches and the output order)
+import make_tiny_checkpoints as tiny  # noqa: E402
+import provenance  # noqa: E402  (the f64-truth patches and the output order)
 
 
 def rounded(t):
@@ -65,7 +65,8 @@ def main():
                     meta[f"{family}.rel_vs_exact.{n}.{k}"] = \
                         f"{((t - exact).abs().max() / exact.abs().max()).item():.3e}"
         meta[f"{family}.cases"] = str(cases)
-    save_file(tensors, os.path.join(tiny.ROOT, "bf16_matmul_expected.safetensors"), metadata=meta)
+    provenance.save_file(tensors, os.path.join(tiny.ROOT, "bf16_matmul_expected.safetensors"), meta)
+    provenance.record()
     print({k: v for k, v in meta.items() if "rel_vs_exact" in k})
 
 

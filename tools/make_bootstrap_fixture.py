@@ -18,6 +18,8 @@ import random
 
 import numpy as np
 
+import provenance
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "data", "bootstrap_ci.json")
 MASK = (1 << 64) - 1
@@ -73,6 +75,8 @@ def main():
     with open(OUT, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
+    provenance.wrote(OUT)
+    provenance.record()
 
 
 if __name__ == "__main__":

@@ -30,8 +30,11 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+import provenance
+from provenance import save_file
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -143,6 +146,8 @@ def main():
                    "note": "random head for the glimpse-compare parity test (not trained)"}, f, indent=2)
         f.write("\n")
     save_file(out, os.path.join(ROOT, "compare_expected.safetensors"), metadata=meta)
+    provenance.wrote(os.path.join(hd, "glimpse_head.json"))
+    provenance.record()
     print(f"grid {gh}x{gw}, S={S}; wrote compare_head/ and compare_expected.safetensors")
     for name in BOXES:
         a = out[f"attention.{name}"]

@@ -15,7 +15,9 @@ import os
 import sys
 
 import torch
-from safetensors.torch import save_file
+
+import provenance
+from provenance import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "reference"))
@@ -57,6 +59,7 @@ def main():
             "expected": "expected.z = block(features, box_a heatmap) in float64 (tools/reference)"}
     out = os.path.join(HERE, "..", "examples", "data", "head_demo.safetensors")
     save_file(tensors, out, metadata=meta)
+    provenance.record()
     print("wrote", os.path.normpath(out), os.path.getsize(out), "bytes")
 
 

@@ -10,13 +10,13 @@ parameters and inputs (bf16 weights upcast to float64), then stored as F32.
 See tools/README.md.
 """
 import argparse
-import json
 import math
 import os
 import sys
 
 import torch
-from safetensors.torch import save_file
+
+import provenance
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
 from glimpse_reference import (  # noqa: E402
@@ -51,24 +51,8 @@ def save(path, tensors, meta):
         assert v.dtype in ALLOWED, (k, v.dtype)
         assert torch.isfinite(v.float()).all(), k
     tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
-    save_file(tensors, path, metadata={k: str(v) for k, v in meta.items()})
-    _sort_metadata(path)
+    provenance.save_file(tensors, path, meta)
     print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(tensors)} tensors)")
-
-
-def _sort_metadata(path):
-    """safetensors writes __metadata__ in hash-map (random) order; rewrite the header with
-    sorted metadata keys (same byte length, space padded) so regeneration is byte-identical."""
-    with open(path, "r+b") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-        meta = header.pop("__metadata__", None)
-        new = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
-        new.update(header)
-        text = json.dumps(new, separators=(",", ":")).encode()
-        assert len(text) <= n
-        f.seek(8)
-        f.write(text + b" " * (n - len(text)))
 
 
 def params(module, prefix, dtype=torch.float32):
@@ -162,10 +146,15 @@ def make_layers(out_dir):
         t["out.sin"] = f32(sin)
         t["out.rotated"] = f32(apply_rotary(qk.double(), cos, sin))
         t["out.softmax"] = f32(torch.softmax(xd * softmax_scale, dim=-1))
+        # F16 storage (no new random draws): the linear's parameters rounded to float16, the
+        # truth from exactly those values.
+        w16, b16 = linear.weight.detach().half(), linear.bias.detach().half()
+        t["w.linear_f16.weight"], t["w.linear_f16.bias"] = w16, b16
+        t["out.linear_f16"] = f32(xd @ w16.double().t() + b16.double())
 
     meta = {"S": S, "D": D, "I": I, "linear_out": 10, "eps": "1e-6",
             "rotary_H": Hr, "rotary_head_dim": dr, "theta": "10000",
-            "softmax_scale": "0.7", "weights_dtype": "f32", "seed": 1001,
+            "softmax_scale": "0.7", "weights_dtype": "f32 (w.linear_f16.*: F16)", "seed": 1001,
             "rmsnorm": "x*rsqrt(mean(x^2)+eps)*w", "layernorm": "torch.nn.LayerNorm",
             "swiglu": "down(silu(gate(x))*up(x))", "gelu_mlp": "linear_fc2(gelu(linear_fc1(x)))"}
     save(os.path.join(out_dir, "layers.safetensors"), t, meta)
@@ -368,6 +357,7 @@ def main():
         make_head(args.out, **c)
     for c in BLOCK_CASES:
         make_block(args.out, **c)
+    provenance.record()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import torch
 from torch.func import functional_call
 
+import provenance
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
 from glimpse_reference import (  # noqa: E402
@@ -322,6 +324,7 @@ def main():
     for c in BLOCK_CASES:
         make_block(args.out, **c)
     make_combine(args.out)
+    provenance.record()
 
 
 if __name__ == "__main__":

@@ -65,8 +65,11 @@ import PIL
 import torch
 import transformers
 from PIL import Image, ImageOps, features
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers.image_utils import load_image
+
+import provenance
+from provenance import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -541,6 +544,8 @@ def main():
     out = os.path.join(DATA, "qwen_jpeg_tower_expected.safetensors")
     save_file(tt, out, metadata=tm)
     print(out, os.path.getsize(out), "bytes;", {k: v for k, v in tm.items() if "max_abs" in k or "resized" in k})
+    provenance.wrote(OUT_DIR)
+    provenance.record()
 
 
 if __name__ == "__main__":

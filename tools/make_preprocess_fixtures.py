@@ -36,9 +36,11 @@ import numpy as np
 import torch
 import transformers
 from PIL import Image
-from safetensors.torch import save_file
 from torchvision.transforms.v2 import functional as tvF
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor, smart_resize
+
+import provenance
+from provenance import save_file
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -119,6 +121,7 @@ def main():
     for k, (name, h, w, mode) in enumerate(IMAGES):
         path = os.path.join(img_dir, name)
         draw(h, w, mode, seed=1000 + k).save(path, optimize=True)
+        provenance.wrote(path)
         im = Image.open(path)
         im.load()
         assert im.size == (w, h) and im.mode == mode, (name, im.size, im.mode)
@@ -195,6 +198,7 @@ def main():
         save_file(tensors, out, metadata=meta)
         print(out, os.path.getsize(out), "bytes;", ", ".join(sizes),
               f"; PIL vs torchvision: {max_pil_pv:.4g} (pixel_values), {max_pil_levels} levels")
+    provenance.record()
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import torch
 import torch.nn as nn
 import transformers
 from PIL import Image
-from safetensors.torch import save_file
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m25
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
@@ -55,6 +54,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_compare_fixtures import box_coverage, merge_order  # noqa: E402
 from make_tiny_checkpoints import _rms_forward, _rotary, window_index_of  # noqa: E402
+
+import provenance  # noqa: E402
 
 ROOT = os.path.join(HERE, "..", "tests", "data")
 OUT = os.path.join(ROOT, "pt_heads")
@@ -282,7 +283,9 @@ def main():
     meta.update({"image": "images/wide_67x203.png", "image_wh": json.dumps([W, Hh]), "torch": torch.__version__,
                  "transformers": transformers.__version__, "q_scale": str(Q_SCALE),
                  "truth": "float64 from the stored weights (f32 casts in RMSNorm/rotary removed)"})
-    save_file(expected, os.path.join(OUT, "expected.safetensors"), metadata=meta)
+    provenance.save_file(expected, os.path.join(OUT, "expected.safetensors"), meta)
+    provenance.wrote(OUT)
+    provenance.record()
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)
     print(f"wrote {OUT}: {total / 1e6:.2f} MB")
 

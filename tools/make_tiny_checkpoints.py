@@ -43,7 +43,8 @@ from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, 
                           Qwen3VLForConditionalGeneration)
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m25
 from transformers.models.qwen3_vl import modeling_qwen3_vl as m3
-from safetensors.torch import save_file
+
+import provenance
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
 
@@ -69,6 +70,47 @@ def _rms_forward(self, hidden_states):
 def _rotary(q, k, cos, sin):
     cos, sin = cos.unsqueeze(-2).to(q.dtype), sin.unsqueeze(-2).to(q.dtype)
     return q * cos + m25.rotate_half(q) * sin, k * cos + m25.rotate_half(k) * sin
+
+
+# Attention probabilities of the tower's own blocks, as transformers' eager path computes them
+# (each block's attention calls eager_attention_forward once per cu_seqlens segment: every
+# window in Qwen2.5's windowed blocks, every image in full ones). The replacement does the
+# same math without eager's float32 softmax cast, so a float64 run gives the f64 truth.
+def attention_probs(visual, pix, grid, family, blocks):
+    mod = m25 if family == "qwen2_5_vl" else m3
+    original, impl = mod.eager_attention_forward, visual.config._attn_implementation
+    current, captured = [-1], {b: [] for b in blocks}
+
+    def eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        w = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            w = w + attention_mask
+        w = torch.softmax(w, dim=-1)
+        if current[0] in captured:
+            captured[current[0]].append(w[0])  # [H, l, l] for one segment
+        return torch.matmul(w, value).transpose(1, 2).contiguous(), w
+
+    hooks = [blk.register_forward_pre_hook(lambda m, a, i=i: current.__setitem__(0, i))
+             for i, blk in enumerate(visual.blocks)]
+    mod.eager_attention_forward = eager
+    visual.config._attn_implementation = "eager"
+    try:
+        run(visual, pix, grid, family)
+    finally:
+        mod.eager_attention_forward = original
+        visual.config._attn_implementation = impl
+        for h in hooks:
+            h.remove()
+    out = {}
+    for b, segs in captured.items():
+        n = sum(x.shape[-1] for x in segs)
+        full = torch.zeros(segs[0].shape[0], n, n, dtype=segs[0].dtype)
+        o = 0
+        for x in segs:  # block-diagonal, in the block's own token order
+            full[:, o:o + x.shape[-1], o:o + x.shape[-1]] = x
+            o += x.shape[-1]
+        out[b] = (full, len(segs))
+    return out
 
 
 def randomise(visual, g):
@@ -187,6 +229,21 @@ def main():
             meta["hidden_order"] = "merge-block (un-windowed from transformers' window-ordered last_hidden_state)"
         else:
             meta["hidden_order"] = "merge-block (as transformers returns it)"
+        # The blocks' own attention maps: Qwen2.5 case 1 (10x12 patches, 2x2 windows, partial in
+        # both directions) in windowed block 0 and full block 3; Qwen3 case 1 in its last block.
+        with torch.no_grad():
+            visual = model.model.visual.double()
+            k = 1
+            blocks = [0, 3] if family == "qwen2_5_vl" else [3]
+            probs = attention_probs(visual, tensors[f"pixel_values.{k}"].double(), torch.tensor(cases[k]), family,
+                                    blocks)
+            visual.float()
+        for b, (t, segs) in probs.items():
+            tensors[f"attn_probs.{b}.{k}"] = t.float().contiguous()
+            meta[f"attn_probs.{b}.{k}.segments"] = str(segs)
+        meta["attn_probs"] = ("attn_probs.<block>.<case>: [H, N, N] softmax(q k^T / sqrt(d)) of that block, f64, "
+                              "rows and columns in the block's token order (Qwen2.5: window order), zero "
+                              "across segments; from eager_attention_forward without its f32 softmax cast")
         save_dir(model, os.path.join(ROOT, name), torch.float32)
         if family == "qwen3_vl":
             # bf16 copy: expected outputs of the bf16-rounded weights, computed in f64.
@@ -201,10 +258,12 @@ def main():
             for n_, t in ref.items():
                 tensors[f"bf16.{n_}.0"] = t.float().contiguous()
             meta["bf16"] = "bf16.<output>.0: f64 forward of the bf16-rounded weights on case 0's pixels"
-        save_file(tensors, os.path.join(ROOT, name + "_expected.safetensors"), metadata=meta)
+        provenance.save_file(tensors, os.path.join(ROOT, name + "_expected.safetensors"), meta)
+        provenance.wrote(os.path.join(ROOT, name))
         print(name, {k: v for k, v in meta.items() if "max_abs" in k})
     for d in ("qwen2_5_vl_tiny", "qwen3_vl_tiny"):
         print(d, sum(os.path.getsize(os.path.join(ROOT, d, f)) for f in os.listdir(os.path.join(ROOT, d))))
+    provenance.record()
 
 
 if __name__ == "__main__":

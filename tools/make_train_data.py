@@ -19,6 +19,8 @@ import os
 
 from PIL import Image
 
+import provenance
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SRC = os.path.join(ROOT, "examples", "data", "images")
 
@@ -131,6 +133,8 @@ def main():
             for r in rows:
                 f.write(json.dumps(r, separators=(", ", ": ")) + "\n")
         print(f"wrote {split}.jsonl: {len(rows)} examples")
+    provenance.wrote(args.out)
+    provenance.record()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import warnings
 
 import torch
 
+import provenance
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
 from glimpse_reference import HeatmapHead, VisionRotary  # noqa: E402
@@ -181,6 +183,7 @@ def main():
     warnings.filterwarnings("ignore", category=UserWarning)  # SequentialLR's epoch-argument deprecation notice
     make_box_focus(args.out)
     make_adamw(args.out)
+    provenance.record()
 
 
 if __name__ == "__main__":

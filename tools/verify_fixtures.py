@@ -1,28 +1,45 @@
 #!/usr/bin/env python3
-"""Re-derive every out.* of tests/data/*.safetensors from the stored w.* / in.* with NumPy
-float64 (no torch, no tools/reference) and report the max abs difference.
+"""Re-derive every out.* of make_fixtures.py's files (layers, sdpa, head_*, block_*) from the
+stored w.* / in.* with NumPy float64 (no torch, no safetensors package, no tools/reference)
+and report the max abs difference. The other generators' fixtures are checked by rerunning
+them (tools/regenerate_fixtures.py).
 
 Second, independent implementation of the same formulas; exits 1 if any difference is above
 2e-6 (the outputs are float64 results rounded to float32).
 """
 import glob
+import json
 import math
 import os
+import struct
 import sys
 
 import numpy as np
-from safetensors import safe_open
 
 TOL = 2e-6
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(path):
-    out, meta = {}, None
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata()
-        for k in f.keys():
-            out[k] = f.get_tensor(k).double().numpy()
+    """Reads a safetensors file with NumPy alone (F32, BF16, F16 -> float64)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    meta = header.pop("__metadata__", None) or {}
+    out = {}
+    for k, info in header.items():
+        a, b = info["data_offsets"]
+        raw = body[a:b]
+        if info["dtype"] == "F32":
+            v = np.frombuffer(raw, "<f4")
+        elif info["dtype"] == "F16":
+            v = np.frombuffer(raw, "<f2")
+        elif info["dtype"] == "BF16":
+            v = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view("<f4")
+        else:
+            continue
+        out[k] = v.astype(np.float64).reshape(info["shape"])
     return out, meta
 
 

@@ -88,7 +88,7 @@ const compare::image_row& row_of(const compare::batch_report& r, const std::stri
 
 TEST_CASE("FNV-1a 64: the published test vectors", "[compare][batch]") {
     const auto h = [](std::string_view s) {
-        compare::fnv1a64 f;
+        glimpse::fnv1a64 f;
         f.add(s.data(), s.size());
         return f.hex();
     };

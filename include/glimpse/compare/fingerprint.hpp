@@ -48,33 +48,10 @@
 #include "glimpse/compare/comparison_figure.hpp"
 #include "glimpse/core/backend.hpp"
 #include "glimpse/core/error.hpp"
+#include "glimpse/core/fnv1a64.hpp"
 #include "glimpse/version.hpp"
 
 namespace glimpse::compare {
-
-class fnv1a64 {
-public:
-    void add(const void* data, std::size_t n) noexcept {
-        const auto* p = static_cast<const unsigned char*>(data);
-        for (std::size_t i = 0; i < n; ++i) {
-            h_ ^= p[i];
-            h_ *= 0x100000001b3ull;
-        }
-    }
-    void add(std::string_view s) noexcept {
-        add(s.data(), s.size());
-        add("\0", 1);  // "ab"+"c" differs from "a"+"bc"
-    }
-    std::uint64_t value() const noexcept { return h_; }
-    std::string hex() const {
-        char b[24];
-        std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(h_));
-        return b;
-    }
-
-private:
-    std::uint64_t h_ = 0xcbf29ce484222325ull;
-};
 
 // {"name", "bytes", "mtime_ns"} of a file; a missing file is refused.
 inline nlohmann::ordered_json file_stamp(const std::filesystem::path& p) {
