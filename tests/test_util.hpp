@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include <glimpse/core/random.hpp>
@@ -45,6 +47,21 @@ inline error_stats compare(const cview& a, const cview& b) {
     return e;
 }
 
+// With GLIMPSE_BOUNDS_LOG=<file>, every tolerance check appends
+// "<file>:<line>\t<what>\t<measured>\t<bound>" to <file>, so that
+// tools/bounds_report.py can list each bound beside the error it actually
+// meets (the suite's rule: a bound sits within ~10x of its measured error).
+inline void record_bound(const char* file, long line, const std::string& what, double measured, double bound) {
+    static const char* log = std::getenv("GLIMPSE_BOUNDS_LOG");
+    if (!log || !*log) return;
+    if (std::FILE* f = std::fopen(log, "a")) {
+        std::string name(file);
+        if (const auto at = name.rfind("/tests/"); at != std::string::npos) name = name.substr(at + 1);
+        std::fprintf(f, "%s:%ld\t%s\t%.4g\t%.4g\n", name.c_str(), line, what.c_str(), measured, bound);
+        std::fclose(f);
+    }
+}
+
 inline std::string data_path(const std::string& name) { return std::string(GLIMPSE_TEST_DATA_DIR) + "/" + name; }
 
 }  // namespace glimpse::test
@@ -73,18 +90,32 @@ struct fixture {
     }
 };
 
-// f32 parity bound, scale-aware: max |ours - ref| <= 1e-5 * max |ref|. Our f32
+// f32 parity bounds, scale-aware: max |ours - ref| <= bound * max |ref|. Our f32
 // results differ from the f64 truth by accumulated rounding (~sqrt(K) 2^-24 per
-// dot product of length K <= a few hundred here), orders of magnitude below.
-constexpr double kF32Rel = 1e-5;
+// dot product of length K <= a few hundred here). Rule: a bound sits within ~10x
+// of the error it meets (tools/bounds_report.py lists both, per check), but not
+// below 1e-6 (8 ulps of max |ref|): an error under one ulp moves with any change
+// of summation order and says nothing about the kernel. Measured on Zen 5 (dev
+// build), 2026-12-02:
+//   kF32Op    one op or one layer (GEMM, norms, activations, rotary, SDPA):
+//             5e-8 - 3.1e-7
+//   kF32Rel   a head, a block, a head's gradients-as-forward: 1.5e-7 - 6.7e-7
+//   kF32Deep  a whole tower, and maps through a tower and a head (the attention
+//             softmax amplifies the tower's rounding): 4.6e-7 - 1.7e-6
+// A kernel 10x less accurate than today's fails every one of them (measured with
+// -DGLIMPSE_PLANT_GEMM_ERROR=1e-5, docs/design.md "Builds and tests").
+constexpr double kF32Op = 1e-6;
+constexpr double kF32Rel = 2e-6;
+constexpr double kF32Deep = 5e-6;
 
-#define GLIMPSE_REQUIRE_CLOSE(ours, ref, rel_tol)                                                               \
-    do {                                                                                                        \
-        const auto _e = ::glimpse::test::compare((ours), (ref));                                                \
+#define GLIMPSE_REQUIRE_CLOSE(ours, ref, rel_tol)                                                              \
+    do {                                                                                                       \
+        const auto _e = ::glimpse::test::compare((ours), (ref));                                               \
         INFO(#ours << " vs " << #ref << ": max abs " << _e.max_abs << ", max |ref| " << _e.max_ref << ", rel " \
                    << _e.rel() << " (tolerance " << (rel_tol) << ")");                                         \
-        REQUIRE(_e.max_ref > 0);                                                                                \
-        REQUIRE(_e.rel() <= (rel_tol));                                                                         \
+        ::glimpse::test::record_bound(__FILE__, __LINE__, #ours, _e.rel(), (rel_tol));                         \
+        REQUIRE(_e.max_ref > 0);                                                                               \
+        REQUIRE(_e.rel() <= (rel_tol));                                                                        \
     } while (0)
 
 }  // namespace glimpse::test

@@ -128,7 +128,6 @@ TEST_CASE("elementwise ops of both backends take rank-1 and rank-3 operands", "[
         "swiglu rank 1", a.shape(), [&](auto& be, const view& o) { be.swiglu(a.cv(), b.cv(), o); }, 1e-6);
     check_op("add rank 3", x.shape(), [&](auto& be, const view& o) { be.add(x.cv(), y.cv(), o, 2.0f); });
     check_op("mul rank 3 broadcast", x.shape(), [&](auto& be, const view& o) { be.mul(x.cv(), r.cv(), o); });
-    check_op(
-        "activate_backward rank 1", a.shape(),
-        [&](auto& be, const view& o) { be.activate_backward(activation::gelu_erf, a.cv(), b.cv(), o); }, 5e-6);
+    check_op("activate_backward rank 1", a.shape(),
+             [&](auto& be, const view& o) { be.activate_backward(activation::gelu_erf, a.cv(), b.cv(), o); });
 }

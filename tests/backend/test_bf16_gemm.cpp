@@ -92,7 +92,8 @@ TEST_CASE("bf16 matmul precision: cpu gemm is the f32 sum of bf16-rounded produc
             std::printf("  %4lld x %4lld x %4lld ta%d tb%d %-4s: rel %.2e vs rounded oracle, f32 is %.2e off it\n",
                         static_cast<long long>(c.m), static_cast<long long>(c.n), static_cast<long long>(c.k),
                         c.ta, c.tb, std::string(name(c.bt)).c_str(), e.rel(), off.rel());
-        REQUIRE(e.rel() < test::kF32Rel);
+        test::record_bound(__FILE__, __LINE__, "bf16 gemm vs rounded oracle", e.rel(), test::kF32Op);
+        REQUIRE(e.rel() < test::kF32Op);
         // The columns outside the view were not touched.
         for (std::int64_t i = 0; i < c.m; ++i) {
             REQUIRE(ours.at({i, 0}) == want.at({i, 0}));
@@ -116,7 +117,7 @@ TEST_CASE("bf16 matmul precision: batched gemm and the tiny-K / tiny-N edges", "
             }
             be.gemm(a.cv(), w.cv(), out, gemm_args{.trans_b = true}, cview{});
         },
-        test::kF32Rel);
+        test::kF32Op);
     for (std::int64_t k : {1, 2, 31, 32, 33}) {
         INFO("k=" << k);
         test::check_op(
@@ -128,7 +129,7 @@ TEST_CASE("bf16 matmul precision: batched gemm and the tiny-K / tiny-N edges", "
                     be.set_matmul_precision(matmul_precision::bf16);
                 be.gemm(a.cv(), w.cv(), out, gemm_args{.trans_b = true}, cview{});
             },
-            test::kF32Rel);
+            test::kF32Op);
     }
 }
 
@@ -162,6 +163,9 @@ TEST_CASE("bf16 matmul precision: the AMX kernel itself, where the CPU has AMX",
         const tensor ours = run_case(unused, c, false, amx);
         const tensor want = run_case(oracle, c, true, oracle_gemm);
         const auto e = compare(ours.cv(), want.cv());
+        // AMX itself: not measured on a machine without AMX since the bounds were set;
+        // held to kF32Rel until a run on Sapphire Rapids records it (bounds_report).
+        test::record_bound(__FILE__, __LINE__, "AMX bf16 gemm vs rounded oracle", e.rel(), test::kF32Rel);
         REQUIRE(e.rel() < test::kF32Rel);
     }
 #endif

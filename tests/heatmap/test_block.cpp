@@ -30,8 +30,10 @@ void check_block(const test::fixture& fx, bool bf16) {
     // bf16 weights: the f64 truth was computed from the same bf16 values, so our f32 math
     // meets the f32 bound. (PyTorch's own bf16 forward, torch_bf16_max_abs_err in the
     // fixture, is ~3.8e-2 off: a "no worse than PyTorch's bf16" check could never fail
-    // where this one passes, so there is none.)
-    GLIMPSE_REQUIRE_CLOSE(z.cv(), fx["out.z"], kF32Rel);
+    // where this one passes, so there is none.) Measured (5 fixtures, f32 and bf16
+    // weights): z 6e-8 - 1.6e-7 (the residual x dominates max |z|), held to kF32Op;
+    // maps 5.9e-7, delta 4.9e-7, held to kF32Rel.
+    GLIMPSE_REQUIRE_CLOSE(z.cv(), fx["out.z"], test::kF32Op);
     GLIMPSE_REQUIRE_CLOSE(maps.mean.cv(), fx["out.probs_mean"], kF32Rel);
     GLIMPSE_REQUIRE_CLOSE(block.delta(be, in).cv(), fx["out.delta"], kF32Rel);
 

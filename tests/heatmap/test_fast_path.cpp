@@ -50,10 +50,10 @@ TEST_CASE("fast paths agree with the generic path, maps included", "[heatmap][fa
         heatmap::head_maps<cpu> m;
         auto y = head.forward(be, {x.cv(), h.cv(), {}, {}}, req, &m, p);
         // Different (exact) algebra, same function: f32 reassociation only.
-        GLIMPSE_REQUIRE_CLOSE(y.cv(), yg.cv(), 1e-5);
-        GLIMPSE_REQUIRE_CLOSE(m.per_head.cv(), mg.per_head.cv(), 1e-5);
-        GLIMPSE_REQUIRE_CLOSE(m.mean.cv(), mg.mean.cv(), 1e-5);
-        GLIMPSE_REQUIRE_CLOSE(m.pooled.cv(), mg.pooled.cv(), 1e-5);
+        GLIMPSE_REQUIRE_CLOSE(y.cv(), yg.cv(), test::kF32Deep);
+        GLIMPSE_REQUIRE_CLOSE(m.per_head.cv(), mg.per_head.cv(), test::kF32Deep);
+        GLIMPSE_REQUIRE_CLOSE(m.mean.cv(), mg.mean.cv(), test::kF32Deep);
+        GLIMPSE_REQUIRE_CLOSE(m.pooled.cv(), mg.pooled.cv(), test::kF32Deep);
     }
 }
 

@@ -10,7 +10,7 @@
 #include "test_util.hpp"
 
 using namespace glimpse;
-using test::kF32Rel;
+using test::kF32Op;
 
 TEMPLATE_TEST_CASE("sdpa matches PyTorch with maps", "[nn][attention][fixture]", reference, cpu) {
     TestType be;
@@ -25,8 +25,8 @@ TEMPLATE_TEST_CASE("sdpa matches PyTorch with maps", "[nn][attention][fixture]",
         o.maps.per_head = ph.v();
         o.maps.mean = mean.v();
         auto out = nn::sdpa(be, fx["in.q"], fx["in.k"], fx["in.v"], o);
-        GLIMPSE_REQUIRE_CLOSE(out.cv(), fx["out.o" + sfx], kF32Rel);
-        GLIMPSE_REQUIRE_CLOSE(ph.cv(), fx["out.probs" + sfx], kF32Rel);
-        GLIMPSE_REQUIRE_CLOSE(mean.cv(), fx["out.probs" + sfx + "_mean"], kF32Rel);
+        GLIMPSE_REQUIRE_CLOSE(out.cv(), fx["out.o" + sfx], kF32Op);
+        GLIMPSE_REQUIRE_CLOSE(ph.cv(), fx["out.probs" + sfx], kF32Op);
+        GLIMPSE_REQUIRE_CLOSE(mean.cv(), fx["out.probs" + sfx + "_mean"], kF32Op);
     }
 }

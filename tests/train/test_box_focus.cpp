@@ -27,9 +27,9 @@ std::pair<std::int64_t, std::int64_t> pair_of(const std::string& s) {
 }
 
 // Gradient tolerance: f32 forward and backward through softmax, norms and
-// GEMMs of width <= 48 against the f64 truth; the observed error is ~1e-6 of
-// each gradient's scale (cpu 4.4e-7, reference 1.7e-7), a margin of ~40x.
-constexpr double kGradRel = 2e-5;
+// GEMMs of width <= 48 against the f64 truth; measured up to 5.3e-7 of each
+// gradient's scale (48 checks, cpu and reference, Zen 5, 2026-12-02), held to 5e-6.
+constexpr double kGradRel = 5e-6;
 constexpr double kLossAbs = 2e-6;
 
 template <class B, class Kind>
@@ -81,6 +81,7 @@ void check_kind(const std::string& kind) {
         const auto e = test::compare(accum[i++].cv(), fx["grad." + p + n]);
         INFO(n << ": max abs " << e.max_abs << ", max |ref| " << e.max_ref << ", rel " << e.rel());
         CHECK(e.max_ref > 0);
+        test::record_bound(__FILE__, __LINE__, "box-focus gradient", e.rel(), kGradRel);
         CHECK(e.rel() <= kGradRel);
     });
 }

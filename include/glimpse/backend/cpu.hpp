@@ -583,6 +583,15 @@ public:
             }
             gemm2d(A, B, C, gb, d.m, d.n, d.k);
             if (!bias.empty() && g.beta != 0.0f) add_bias(C, bias);
+#ifdef GLIMPSE_PLANT_GEMM_ERROR
+            // Test-suite audit only (never in a normal build): every GEMM result off by
+            // this relative amount, as a less accurate kernel would be. The suite must
+            // fail at 1e-5 (see docs/design.md, "Builds and tests").
+            detail::for_each_offset(C, [&](std::int64_t, std::int64_t off) {
+                const float v = load_f32(C.data(), C.type(), off);
+                store_f32(C.data(), C.type(), off, v * (1.0f + static_cast<float>(GLIMPSE_PLANT_GEMM_ERROR)));
+            });
+#endif
         }
     }
 
