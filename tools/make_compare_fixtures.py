@@ -13,6 +13,8 @@ Writes into tests/data/:
                                     coverage > 0), weights 1/count, mean over heads, raster
     per_head.<box>     [H, gh, gw]
   metadata: the boxes (pixels of the 90x240 original), grid, resized size.
+* tests/data/inner_head_expected.safetensors: the same head after block 1 of 4 (residual), the
+  person box's heatmap: the tower's hidden, merged and deepstack outputs (f64 truth, f32).
 
 Pipeline (float64 throughout, from the stored f32 weights):
   image -> Qwen2VLImageProcessor (Qwen3-VL settings: patch 16, merge 2, min_pixels 65536,
@@ -72,6 +74,40 @@ def merge_order(gh, gw, m=2):
     """raster index of each merge-block token (2x2 blocks of the raster, block-raster order)."""
     idx = np.arange(gh * gw).reshape(gh // m, m, gw // m, m).transpose(0, 2, 1, 3).reshape(-1)
     return idx
+
+
+def make_inner_head(visual, head, batch, order, cov):
+    """The same head placed after an INNER block (block 1 of 4, residual): the rest of the tower,
+    the deepstack taps (Qwen3: blocks 1 and 2, the first of which sees the head's output) and the
+    merger run on what it added. Written as a forward hook on visual.blocks[1] that returns
+    x + delta = the head block's z, the semantics of glimpse's site::after_block(1)."""
+    S = len(order)
+    h_tok = torch.tensor(cov.reshape(-1)[order], dtype=torch.float64).reshape(S, 1)
+    pos = torch.tensor([[r // cov.shape[1], r % cov.shape[1]] for r in order], dtype=torch.float64)
+    D, H = visual.config.hidden_size, visual.config.num_heads
+    cos, sin = VisionRotary(D // H)(pos)
+
+    def hook(_mod, _args, output):
+        z, _, _ = head(output, h_tok, cos, sin)
+        return z
+
+    with torch.no_grad():
+        plain = visual(batch["pixel_values"].double(), grid_thw=batch["image_grid_thw"])
+        h = visual.blocks[1].register_forward_hook(hook)
+        try:
+            got = visual(batch["pixel_values"].double(), grid_thw=batch["image_grid_thw"])
+        finally:
+            h.remove()
+    t = {"heatmap.person": torch.tensor(cov, dtype=torch.float32),
+         "hidden": got.last_hidden_state.float().contiguous(), "merged": got.pooler_output.float().contiguous()}
+    for j, d in enumerate(got.deepstack_features):
+        t[f"deepstack.{j}"] = d.float().contiguous()
+    change = (got.pooler_output - plain.pooler_output).abs().max().item()
+    assert change > 1e-2, change  # the head really changes the tower's output
+    meta = {"site": "after_block(1)", "combine": "residual", "heatmap": "box.person of compare_expected",
+            "checkpoint": "qwen3_vl_tiny", "head_dir": "compare_head", "image": "images/tall_240x90.png",
+            "hidden_order": "merge-block", "merged_change_vs_no_head": f"{change:.3e}"}
+    save_file(t, os.path.join(ROOT, "inner_head_expected.safetensors"), metadata=meta)
 
 
 def main():
@@ -146,6 +182,7 @@ def main():
                    "note": "random head for the glimpse-compare parity test (not trained)"}, f, indent=2)
         f.write("\n")
     save_file(out, os.path.join(ROOT, "compare_expected.safetensors"), metadata=meta)
+    make_inner_head(visual, head, b, order, cov=box_coverage(BOXES["person"], W, Hh, gh, gw))
     provenance.wrote(os.path.join(hd, "glimpse_head.json"))
     provenance.record()
     print(f"grid {gh}x{gw}, S={S}; wrote compare_head/ and compare_expected.safetensors")

@@ -49,6 +49,7 @@ GENERATORS = [
     "make_jpeg_fixtures.py",  # reads examples/data/images/astronaut.jpg and the tiny checkpoints
     "make_demo_input.py",  # examples/data/head_demo.safetensors
     "make_train_data.py",  # examples/data/train/
+    "make_roundtrip_fixture.py",  # reads the glimpse-written examples/data/qwen3_vl_tiny_finetuned head
 ]
 TREES = ["tools", os.path.join("tests", "data"), os.path.join("examples", "data")]
 

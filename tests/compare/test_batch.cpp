@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -454,4 +455,104 @@ TEST_CASE("glimpse-compare --batch: recompute counts per reason, unknown keys on
     CHECK(o.find("head_normalized_entropy") != std::string::npos);
     CHECK(fs::is_regular_file(out / "summary_grounding.csv"));
     CHECK(fs::is_regular_file(out / "summary_referring.csv"));
+}
+
+namespace {
+
+// "a,b,c" -> {"a", "b", "c"} (no quoted commas in the columns read here).
+std::vector<std::string> csv_fields(const std::string& row) {
+    std::vector<std::string> out;
+    std::size_t at = 0;
+    while (true) {
+        const auto c = row.find(',', at);
+        out.push_back(row.substr(at, c == std::string::npos ? std::string::npos : c - at));
+        if (c == std::string::npos) return out;
+        at = c + 1;
+    }
+}
+
+// The rows of a CSV file as column name -> value.
+std::vector<std::map<std::string, std::string>> csv_rows(const std::string& text) {
+    std::istringstream in(text);
+    std::string l;
+    std::getline(in, l);
+    const auto head = csv_fields(l);
+    std::vector<std::map<std::string, std::string>> rows;
+    while (std::getline(in, l)) {
+        const auto f = csv_fields(l);
+        std::map<std::string, std::string> r;
+        for (std::size_t i = 0; i < head.size() && i < f.size(); ++i) r[head[i]] = f[i];
+        rows.push_back(r);
+    }
+    return rows;
+}
+
+}  // namespace
+
+TEST_CASE("batch: relative paths resolve against the JSONL file, equal stems get their line, summary = per-image means",
+          "[compare][batch]") {
+    test::temp_dir tmp("batch-paths");
+    fs::create_directories(tmp / "data" / "imgs");
+    fs::create_directories(tmp / "other");
+    fs::copy_file(kSquare, tmp / "data" / "imgs" / "square_100x100.png");
+    fs::copy_file(kTall, tmp / "data" / "imgs" / "tall_240x90.png");
+    fs::copy_file(kSquare, tmp / "other" / "square_100x100.png");
+    const fs::path jl = tmp / "data" / "b.jsonl";
+    write_lines(
+        jl,
+        {R"({"image": "imgs/square_100x100.png", "person_box": [0, 0, 60, 100], "object_box": [50, 50, 100, 100]})", "",
+         "# a comment",
+         R"({"image": "../other/square_100x100.png", "person_box": [10, 0, 70, 90], "object_box": [40, 40, 100, 100]})",
+         R"({"image": "imgs/tall_240x90.png", "person_box": [0, 0, 50, 130], "object_box": [20, 100, 90, 200]})"});
+    const auto f = compare::read_batch(jl);
+    REQUIRE(f.items.size() == 3);
+    CHECK(fs::equivalent(f.items[0].image, tmp / "data" / "imgs" / "square_100x100.png"));
+    CHECK(fs::equivalent(f.items[1].image, tmp / "other" / "square_100x100.png"));
+    CHECK(f.items[1].image == (tmp / "other" / "square_100x100.png").lexically_normal());  // no "data/.."
+    // Two files share the stem: each id takes its line number (blank and comment lines count).
+    CHECK(f.items[0].id == "square_100x100-1");
+    CHECK(f.items[1].id == "square_100x100-4");
+    CHECK(f.items[2].id == "tall_240x90");
+
+    runner R;
+    const fs::path out = tmp / "out";
+    const auto r = R.run(jl, out);
+    CHECK(r.computed == 3);
+    for (const char* id : {"square_100x100-1", "square_100x100-4", "tall_240x90"})
+        CHECK(fs::is_regular_file(out / id / "attention_comparison_referring.json"));
+
+    // per_image_referring.csv holds each JSON's masses; summary_referring.csv their means.
+    const auto per = csv_rows(read_file(out / "per_image_referring.csv"));
+    REQUIRE(per.size() == 3);
+    for (const auto& row : per) {
+        INFO(row.at("id"));
+        const auto j = read_json(out / row.at("id") / "attention_comparison_referring.json");
+        for (const char* b : {"person", "object", "interaction"})
+            for (const char* m : {"base", "finetuned"})
+                CHECK(std::stod(row.at(std::string(m) + "_mass_" + b)) ==
+                      Approx(j["models"][m]["queries"][b]["mass_in"][b].get<double>()).margin(5e-7));
+    }
+    const auto sum = csv_rows(read_file(out / "summary_referring.csv"));
+    REQUIRE(sum.size() == 3);
+    for (const auto& row : sum) {
+        const std::string b = row.at("box");
+        INFO(b);
+        CHECK(row.at("n") == "3");
+        double base = 0, ft = 0, uni = 0;
+        for (const auto& p : per) {
+            base += std::stod(p.at("base_mass_" + b)) / 3;
+            ft += std::stod(p.at("finetuned_mass_" + b)) / 3;
+            uni += std::stod(p.at("uniform_mass_" + b)) / 3;
+        }
+        CHECK(std::stod(row.at("base_mean")) == Approx(base).margin(2e-6));
+        CHECK(std::stod(row.at("finetuned_mean")) == Approx(ft).margin(2e-6));
+        CHECK(std::stod(row.at("diff_base_minus_finetuned_mean")) == Approx(base - ft).margin(2e-6));
+        CHECK(std::stod(row.at("uniform_mass_mean")) == Approx(uni).margin(2e-6));
+        for (const char* m : {"base", "finetuned", "diff"}) {
+            const std::string pre = std::string(m) == "diff" ? "diff" : m;
+            const std::string mean_col = std::string(m) == "diff" ? "diff_base_minus_finetuned_mean" : pre + "_mean";
+            CHECK(std::stod(row.at(pre + "_ci95_lo")) <= std::stod(row.at(mean_col)));
+            CHECK(std::stod(row.at(mean_col)) <= std::stod(row.at(pre + "_ci95_hi")));
+        }
+    }
 }

@@ -306,6 +306,10 @@ TEST_CASE("glimpse-compare: every bad input is one clear line, exit 1, nothing w
                 keep.emplace_back(e.name, src.get(e.name));
         save_safetensors(broken / "model.safetensors", keep);
     }
+    // Weights without config.json: neither a checkpoint nor a head directory.
+    const fs::path nocfg = c.dir / "nocfg";
+    fs::create_directories(nocfg);
+    fs::copy_file(fs::path(kTiny) / "model.safetensors", nocfg / "model.safetensors");
     const fs::path garbage = c.dir / "garbage.jpg";
     std::ofstream(garbage) << "not an image";
     const std::string good_models = models_args(), img = " --image_path " + cli::q(kSquare);
@@ -328,6 +332,12 @@ TEST_CASE("glimpse-compare: every bad input is one clear line, exit 1, nothing w
          "no such directory"},
         {" --base_model " + cli::q(kHead) + " --finetuned_model " + cli::q(kHead) + img + o + " --person_box 0 0 5 5",
          "cannot be the base model"},
+        {" --base_model " + cli::q(nocfg.string()) + " --finetuned_model " + cli::q(kHead) + img + o +
+             " --person_box 0 0 5 5",
+         "neither a Hugging Face checkpoint (no config.json) nor a glimpse-train head directory"},
+        {" --base_model " + cli::q(kTiny) + " --finetuned_model " + cli::q(nocfg.string()) + img + o +
+             " --person_box 0 0 5 5",
+         "--finetuned_model '" + nocfg.string() + "': neither a Hugging Face checkpoint (no config.json)"},
         {good_models + img + o + " --person_box 0 0 5 5 --task_type detection", "unknown task type 'detection'"},
         {good_models + img + o + " --person_box 0 0 5 5 --box_format yolo", "unknown box format 'yolo'"},
         {good_models + img + o + " --person_box 0 0 5 5 --box-format norm1000 --object_box 0 0 1200 10", "0..1000"},

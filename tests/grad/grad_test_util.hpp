@@ -73,7 +73,7 @@ void require_grads(const std::string& backend, const fixture& fx, const grad::na
         }
         const cview ref = fx[key_prefix + n];
         if (compare(ref, ref).max_ref < 1e-9 * scale)
-            require_zero_grad(backend, label + key_prefix + n, g.grads[i].cv(), ref, scale, tol);
+            require_zero_grad(backend, label + key_prefix + n, g.grads[i].cv(), ref, scale, std::min(tol, kF32Op));
         else
             require_grad(backend, label + key_prefix + n, g.grads[i].cv(), ref, tol);
     }

@@ -17,8 +17,12 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "glimpse/core/fnv1a64.hpp"
 #include "glimpse/io/safetensors.hpp"
 #include "test_files.hpp"
+#include "test_util.hpp"
 
 #include "temp_dir.hpp"
 
@@ -329,4 +333,34 @@ TEST_CASE("safetensors: writes are atomic and leave no temporary file", "[io]") 
     REQUIRE_THROWS_AS(glimpse::save_safetensors(dir / "no-such-dir" / "x.safetensors", {{"a", a.cv()}}),
                       glimpse::error);
     REQUIRE(dir_listing(dir.path) == std::vector<std::string>{"w.safetensors"});
+}
+
+// A file glimpse wrote (glimpse-train's bundled head) as Python's safetensors read it:
+// tools/make_roundtrip_fixture.py rewrote what safe_open returned. Same names, dtypes,
+// shapes and bytes, and the metadata Python saw is the metadata glimpse wrote.
+TEST_CASE("safetensors: a glimpse-written file reads the same in Python's safetensors", "[io]") {
+    const fs::path ours = fs::path(GLIMPSE_EXAMPLES_DATA_DIR) / "qwen3_vl_tiny_finetuned" / "heatmap_head.safetensors";
+    const glimpse::safetensors_file a(ours);
+    const glimpse::safetensors_file b(glimpse::test::data_path("roundtrip_glimpse_to_python.safetensors"));
+    glimpse::fnv1a64 h;
+    const std::string bytes = glimpse::test::read_file(ours);
+    h.add(bytes.data(), bytes.size());
+    INFO("the bundled head changed since the fixture was written: rerun tools/make_roundtrip_fixture.py");
+    REQUIRE(b.metadata().at("source.fnv1a64") == h.hex());
+    REQUIRE(std::stoul(b.metadata().at("source.tensors")) == a.entries().size());
+    REQUIRE(a.entries().size() == b.entries().size());
+    for (const auto& e : a.entries()) {
+        INFO(e.name);
+        REQUIRE(b.contains(e.name));
+        const cview x = a.get(e.name), y = b.get(e.name);
+        CHECK(x.type() == y.type());
+        CHECK(x.shape() == y.shape());
+        CHECK(std::memcmp(x.data(), y.data(), static_cast<std::size_t>(x.numel()) * glimpse::itemsize(x.type())) == 0);
+    }
+    const auto seen = nlohmann::json::parse(b.metadata().at("source.metadata"));
+    CHECK(seen.size() == a.metadata().size());
+    for (const auto& [k, v] : a.metadata()) {
+        INFO(k);
+        CHECK(seen.at(k) == v);
+    }
 }

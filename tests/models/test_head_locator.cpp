@@ -194,33 +194,41 @@ TEST_CASE("glimpse-compare on a PyTorch-written checkpoint: head found, named, a
     const glimpse::test::fixture fx("pt_heads/expected.safetensors");
     cpu be;
     namespace cmp = glimpse::compare;
-    const auto base = cmp::model_source::resolve(kQwen3, "--base_model");
-    auto tuned = cmp::model_source::resolve(fs::path(kPt) / "qwen3_f32", "--finetuned_model", base.encoder_dir);
-    tuned.require_head = true;
-    const auto c = cmp::comparer<cpu>::load(be, base, tuned);
-    CHECK_FALSE(c.base().head_trained());
-    REQUIRE(c.finetuned().head_trained());
-    const glimpse::image_u8 img = glimpse::load_image(glimpse::test::data_path(fx.s("image")));
-    cmp::request req;
-    const auto box_of = [&](const std::string& b) {
-        const auto v = nlohmann::json::parse(fx.s("box." + b));
-        return glimpse::heatmap::box{v[0], v[1], v[2], v[3]};
-    };
-    req.person = box_of("person");
-    req.object = box_of("object");
-    const auto r = c.run(be, img, req);
-    REQUIRE(r.finetuned.queries.size() == 3);
-    for (const auto& q : r.finetuned.queries) {
-        const auto e = glimpse::test::compare(q.attention.mean.cv(), fx["qwen3_f32.attention." + q.key]);
-        INFO(q.key << ": rel " << e.rel());
-        glimpse::test::record_bound(__FILE__, __LINE__, "comparison of a pt_heads checkpoint", e.rel(),
-                                    glimpse::test::kF32Deep);
-        CHECK(e.rel() <= glimpse::test::kF32Deep);
+    // Both families: Qwen3 (f32, its tower shared with the base) and Qwen2.5 (windowed
+    // blocks, bf16 weights: the fine-tuned model runs its own tower).
+    for (const auto& [base_dir, case_name] :
+         {std::pair{kQwen3, std::string("qwen3_f32")}, std::pair{kQwen25, std::string("qwen2_5_bf16")}}) {
+        DYNAMIC_SECTION(case_name) {
+            const auto base = cmp::model_source::resolve(base_dir, "--base_model");
+            auto tuned = cmp::model_source::resolve(fs::path(kPt) / case_name, "--finetuned_model", base.encoder_dir);
+            tuned.require_head = true;
+            const auto c = cmp::comparer<cpu>::load(be, base, tuned);
+            CHECK_FALSE(c.base().head_trained());
+            REQUIRE(c.finetuned().head_trained());
+            const glimpse::image_u8 img = glimpse::load_image(glimpse::test::data_path(fx.s("image")));
+            cmp::request req;
+            const auto box_of = [&](const std::string& b) {
+                const auto v = nlohmann::json::parse(fx.s("box." + b));
+                return glimpse::heatmap::box{v[0], v[1], v[2], v[3]};
+            };
+            req.person = box_of("person");
+            req.object = box_of("object");
+            const auto r = c.run(be, img, req);
+            REQUIRE(r.finetuned.queries.size() == 3);
+            for (const auto& q : r.finetuned.queries) {
+                const auto e = glimpse::test::compare(q.attention.mean.cv(), fx[case_name + ".attention." + q.key]);
+                INFO(q.key << ": rel " << e.rel());
+                glimpse::test::record_bound(__FILE__, __LINE__, "comparison of a pt_heads checkpoint", e.rel(),
+                                            glimpse::test::kF32Deep);
+                CHECK(e.rel() <= glimpse::test::kF32Deep);
+            }
+            const auto j = cmp::to_json(r);
+            CHECK(j["models"]["finetuned"]["family"] == fx.s(case_name + ".family"));
+            CHECK(j["models"]["finetuned"]["head_location"]["prefix"] == fx.s(case_name + ".prefix"));
+            CHECK(j["models"]["finetuned"]["head_location"]["found_by"] == "structure");
+            CHECK(j["models"]["base"]["head_trained"] == false);
+        }
     }
-    const auto j = cmp::to_json(r);
-    CHECK(j["models"]["finetuned"]["head_location"]["prefix"] == fx.s("qwen3_f32.prefix"));
-    CHECK(j["models"]["finetuned"]["head_location"]["found_by"] == "structure");
-    CHECK(j["models"]["base"]["head_trained"] == false);
 }
 
 TEST_CASE("a fine-tuned model without a head is an error that says what was looked for, unless --allow_untrained",

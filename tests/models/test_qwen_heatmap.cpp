@@ -345,3 +345,39 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
     expect_failure("--model " + q((dir.path / "nomodel").string()) + " --image " + q(kWide), "no such directory");
     expect_failure("--model " + q(kQ25) + " --image " + q(kWide) + " --heatmap-box 1 2 3", "heatmap-box");
 }
+
+// A head after an inner block (block 1 of Qwen3's 4, residual) against PyTorch: the same head
+// as a forward hook on transformers' visual.blocks[1] (tools/make_compare_fixtures.py,
+// inner_head_expected.safetensors). Blocks 2-3, the deepstack taps (block 1's sees the head's
+// output) and the merger all run on what the head added. Measured 2026-12-02 (Zen 5):
+// hidden 4.4e-7, merged 5.4e-7, deepstack 6.0-9.5e-7 of max |ref|; held to kF32Deep. Without
+// the head, merged is 3.3e-1 off (fixture metadata), so a head at the wrong site, or one whose
+// output the later blocks do not see, fails.
+TEST_CASE("a head after an inner block: the rest of the tower sees it, as in PyTorch", "[models][qwen][fixture]") {
+    cpu be;
+    const test::fixture fx("inner_head_expected.safetensors");
+    const auto enc = models::qwen_encoder<cpu>::load(be, kQ3);
+    const auto& cfg = enc.config();
+    const safetensors_file head_file(test::data_path("compare_head/heatmap_head.safetensors"));
+    heatmap::heatmap_integration<cpu, nn::ln_gelu_tanh> policy;
+    // The reference head's RoPE: VisionRotary(D / H), theta 10000, on each token's (row, col).
+    const heatmap::head_config hc{cfg.hidden_size, cfg.num_heads, cfg.intermediate_size, true, 10000.0f, 1e-6f};
+    policy.add_loaded(be, head_file,
+                      heatmap::binding{heatmap::site::after_block(1), heatmap::combine_mode::residual, 0}, hc, 0, 1);
+    const auto px = enc.preprocess(load_image(kTall));
+    models::encode_inputs<cpu> extra;
+    const tensor hm = fx.file.load("heatmap.person").to(dtype::f32);
+    extra.heatmaps = {hm.cv().reshape(shape{hm.numel()})};  // raster order, one value per patch
+    const auto out = enc.encode_with(be, px, policy, extra);
+    GLIMPSE_REQUIRE_CLOSE(out.hidden.cv(), fx["hidden"], test::kF32Deep);
+    GLIMPSE_REQUIRE_CLOSE(out.merged.cv(), fx["merged"], test::kF32Deep);
+    REQUIRE(out.deepstack.size() == 2);
+    GLIMPSE_REQUIRE_CLOSE(out.deepstack[0].cv(), fx["deepstack.0"], test::kF32Deep);
+    GLIMPSE_REQUIRE_CLOSE(out.deepstack[1].cv(), fx["deepstack.1"], test::kF32Deep);
+    // The same head after the last block instead: the tower's output is far from this truth.
+    heatmap::heatmap_integration<cpu, nn::ln_gelu_tanh> late;
+    late.add_loaded(be, head_file, heatmap::binding{heatmap::site::after_block(3), heatmap::combine_mode::residual, 0},
+                    hc, 0, 1);
+    const auto other = enc.encode_with(be, px, late, extra);
+    CHECK(test::compare(other.merged.cv(), fx["merged"]).rel() > 1e-2);
+}

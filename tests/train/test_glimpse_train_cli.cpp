@@ -275,3 +275,24 @@ TEST_CASE("glimpse-train: SIGINT or SIGTERM write the checkpoint of the step rea
         CHECK(train::load_train_state(out).losses == train::load_train_state(ref).losses);
     }
 }
+
+TEST_CASE("glimpse-train on a Qwen2.5-VL (windowed) tower: an rms_swiglu head that trains and loads", "[train][cli]") {
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_TRAIN_EXE);
+    cli_data d;
+    const std::string model = test::data_path("qwen2_5_vl_tiny");
+    const auto r = run("--model " + model + " --data " + (d.dir / "t.jsonl").string() + " --heldout " +
+                       (d.dir / "h.jsonl").string() + " --epochs 3 --batch 2 --lr 0.01 --threads 1 --out " +
+                       (d.dir / "q25").string());
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("(qwen2_5_vl, depth 4, D=64)") != std::string::npos);
+    CHECK(r.out.find("head     rms_swiglu") != std::string::npos);
+    const auto st = train::load_train_state(d.dir / "q25");
+    REQUIRE(st.losses.size() == static_cast<std::size_t>(st.step));
+    REQUIRE(st.step >= 3);
+    CHECK(st.losses.back() < st.losses.front());
+    cpu be;
+    const auto enc = models::qwen_encoder<cpu>::load(be, model, {.head_dir = d.dir / "q25"});
+    CHECK(enc.family() == models::qwen_family::qwen2_5_vl);
+    CHECK(enc.head_trained());
+}

@@ -115,7 +115,7 @@ inline batch_file read_batch(const std::filesystem::path& file) {
         it.line = line;
         glimpse::detail::check(j.contains("image") && j["image"].is_string(), where(), ": no \"image\" string");
         it.image = j["image"].get<std::string>();
-        if (it.image.is_relative()) it.image = base / it.image;
+        if (it.image.is_relative()) it.image = (base / it.image).lexically_normal();
         const auto read_box = [&](const char* key) -> std::optional<std::vector<double>> {
             if (!j.contains(key) || j[key].is_null()) return std::nullopt;
             const auto& b = j[key];
