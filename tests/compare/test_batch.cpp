@@ -343,7 +343,10 @@ TEST_CASE("batch JSONL: a line's box_format is honoured, a bad one refused, unkn
              {", \"box_format\": \"yolo\"", "\"box_format\": unknown box format 'yolo'"},
              {", \"box_format\": 1000", "\"box_format\" must be a string"},
              {", \"task_type\": \"detection\"", "unknown task type 'detection'"},
-             {", \"action\": 3", "\"action\" must be a string"}}) {
+             {", \"action\": 3", "\"action\" must be a string"},
+             // 20,000 nested arrays: refused by depth, not parsed into a DOM and dumped
+             {", \"split\": " + std::string(20000, '[') + std::string(20000, ']'),
+              "nested more than 64 levels deep"}}) {
         write_lines(bad, {line("a", kSquare, "\"person_box\": [0, 0, 60, 100]"), "",
                           line("b", kSquare, "\"person_box\": [0, 0, 60, 100]", extra)});
         INFO(extra);

@@ -45,6 +45,22 @@ TEST_CASE("bad boxes and maps are rejected with a clear message", "[heatmap][pre
     REQUIRE_THROWS_WITH(box_heatmap(box{10, 10, 120, 20}, 100, 100, 4, 4), Catch::Contains("outside the 100x100 image"));
     REQUIRE_THROWS_WITH(box_heatmap(box{-1, 10, 20, 20}, 100, 100, 4, 4), Catch::Contains("outside"));
     REQUIRE_THROWS_WITH(box_heatmap(box{NAN, 10, 20, 20}, 100, 100, 4, 4), Catch::Contains("non-finite"));
+    // Degenerate geometry is an error, never a NaN map: a patch area that underflows, an
+    // infinite or NaN image size, a grid no image has.
+    REQUIRE_THROWS_WITH(box_heatmap(box{0, 0, 1e-300, 1e-300}, 1e-300, 1e-300, 4, 4),
+                        Catch::Contains("no representable area"));
+    REQUIRE_THROWS_WITH(box_heatmap(box{0, 0, 1, 1}, INFINITY, 100, 4, 4),
+                        Catch::Contains("not a positive finite size"));
+    REQUIRE_THROWS_WITH(box_heatmap(box{0, 0, 1, 1}, NAN, 100, 4, 4), Catch::Contains("not a positive finite size"));
+    REQUIRE_THROWS_WITH(box_heatmap(box{0, 0, 1, 1}, 100, 100, std::int64_t{1} << 40, std::int64_t{1} << 40),
+                        Catch::Contains("larger than 2^24 patches"));
+    for (const double s : {1e-150, 1e-3, 1.0, 1e150}) {  // tiny and huge but representable: finite maps
+        INFO(s);
+        const tensor t = box_heatmap(box{0, 0, s / 2, s}, s, s, 4, 4);
+        for (std::int64_t i = 0; i < 16; ++i) REQUIRE(std::isfinite(t.at({i})));
+        CHECK(t.at({0}) == Approx(1.0f));
+        CHECK(t.at({3}) == Approx(0.0f));
+    }
     tensor m(shape{3});
     m.set({1}, NAN);
     REQUIRE_THROWS_WITH(normalize(m.cv(), normalization::none), Catch::Contains("patch 1 is not finite"));

@@ -13,6 +13,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <unistd.h>
@@ -160,6 +161,26 @@ TEST_CASE("qwen config.json parsing: values from the file, errors name the key",
         auto j = base;
         j["vision_config"]["fullatt_block_indexes"] = {1, 7};
         expect_error(j, "fullatt_block_indexes\" names block 7");
+    }
+    // Sizes are bounded before any product is formed: the patch dimension
+    // (channels x temporal x patch^2), merge^2 x hidden and window / (merge x patch) once
+    // overflowed (UBSan: signed overflow) and could wrap to 0.
+    for (const auto& [key, value, needle] : std::vector<std::tuple<std::string, std::int64_t, std::string>>{
+             {"patch_size", std::int64_t{1} << 32, "\"vision_config.patch_size\" is 4294967296, more than 256"},
+             {"hidden_size", std::int64_t{1} << 40, "more than 1048576"},
+             {"spatial_merge_size", 3037000500, "more than 256"},
+             {"window_size", std::int64_t{1} << 62, "more than 65536"},
+             {"depth", 100000, "more than 1024"},
+             {"temporal_patch_size", 0, "must be positive"}}) {
+        auto j = base;
+        j["vision_config"][key] = value;
+        INFO(key);
+        expect_error(j, needle);
+    }
+    {
+        auto j = base;
+        j["vision_config"]["patch_size"] = 18446744073709551615ull;  // > int64: must not wrap to -1
+        expect_error(j, "more than 256");
     }
     {
         auto j = read_json(fs::path(kQ3) / "config.json");

@@ -83,6 +83,11 @@ TEST_CASE("dataset: every bad-line kind is reported with file:line and reason", 
         {"{\"image\": \"img/sq.png\", \"person_box\": [0, 0, 5, 5], \"person_box\": [0, 0, 6, 6], \"object_box\": [0, "
          "0, 1, 1]}",
          "key 'person_box' appears twice"},  // 15
+        // 16: a box nested 20,000 arrays deep (crashed the process: stack overflow while the
+        // error message dumped it)
+        {"{\"image\": \"img/sq.png\", \"person_box\": " + std::string(20000, '[') + std::string(20000, ']') +
+             ", \"object_box\": [0, 0, 1, 1]}",
+         "nested more than 64 levels deep"},
     };
     std::string text = good + "\n";
     for (const auto& [line, _] : cases) text += line + "\n";

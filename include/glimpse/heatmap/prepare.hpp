@@ -56,9 +56,17 @@ enum class box_mode {
 inline tensor box_heatmap(const box& b, double image_w, double image_h, std::int64_t grid_h, std::int64_t grid_w,
                           box_mode mode = box_mode::coverage) {
     detail::check(grid_h > 0 && grid_w > 0, "box_heatmap: empty patch grid ", grid_h, "x", grid_w);
-    detail::check(image_w > 0 && image_h > 0, "box_heatmap: empty image ", image_w, "x", image_h);
+    // A grid no image has (the largest Qwen input is a few 10^5 patches); also keeps
+    // grid_h * grid_w from overflowing.
+    detail::check(grid_h <= (std::int64_t{1} << 24) / grid_w, "box_heatmap: a ", grid_h, "x", grid_w,
+                  " patch grid is larger than 2^24 patches");
+    detail::check(image_w > 0 && image_h > 0 && std::isfinite(image_w) && std::isfinite(image_h),
+                  "box_heatmap: image size ", image_w, "x", image_h, " is not a positive finite size");
     validate_box(b, image_w, image_h);
     const double pw = image_w / static_cast<double>(grid_w), ph = image_h / static_cast<double>(grid_h);
+    // A patch area that underflows (a 1e-300-pixel image) would make every coverage 0/0 = NaN.
+    detail::check(std::isnormal(pw * ph), "box_heatmap: a patch of the ", image_w, "x", image_h, " image on a ", grid_h,
+                  "x", grid_w, " grid has no representable area");
     tensor out(shape{grid_h * grid_w});
     float* o = out.ptr<float>();
     for (std::int64_t r = 0; r < grid_h; ++r) {

@@ -81,11 +81,32 @@ inline const nlohmann::json& require(const nlohmann::json& obj, const char* key,
     return *it;
 }
 
+// Every size read from config.json is bounded before any arithmetic on it: the
+// products the towers form (in_channels * temporal * patch^2, merge^2 * hidden,
+// the position table's side squared, window / (merge * patch)) then stay far
+// inside int64 and no hostile value can wrap one of them to 0 and divide by it.
+// The bounds are 10-100x the largest released Qwen vision towers (hidden 1280,
+// MLP 5120, depth 32, patch 16, 2304 position embeddings).
+inline std::int64_t max_of(const char* key) {
+    const std::string_view k(key);
+    if (k == "depth") return 1024;
+    if (k == "patch_size" || k == "temporal_patch_size" || k == "spatial_merge_size" || k == "in_channels") return 256;
+    if (k == "num_heads") return 4096;
+    if (k == "window_size") return 1 << 16;
+    if (k == "num_position_embeddings") return 1 << 24;
+    return 1 << 20;  // hidden_size, intermediate_size, out_hidden_size
+}
+
 inline std::int64_t positive_int(const nlohmann::json& obj, const char* key, const std::string& where) {
     const auto& v = require(obj, key, where, "vision_config.");
     if (!v.is_number_integer()) glimpse::detail::fail(where, ": key \"vision_config.", key, "\" must be an integer, got ", v.type_name());
+    if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max_of(key)))
+        glimpse::detail::fail(where, ": key \"vision_config.", key, "\" is ", v.get<std::uint64_t>(), ", more than ",
+                              max_of(key));
     const auto x = v.get<std::int64_t>();
     if (x <= 0) glimpse::detail::fail(where, ": key \"vision_config.", key, "\" must be positive, got ", x);
+    if (x > max_of(key))
+        glimpse::detail::fail(where, ": key \"vision_config.", key, "\" is ", x, ", more than ", max_of(key));
     return x;
 }
 

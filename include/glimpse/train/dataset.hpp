@@ -80,8 +80,11 @@ inline nlohmann::json parse_line(const std::string& text) {
     // A DOM keeps only the last of two equal keys: refuse them instead of guessing.
     std::vector<std::unordered_set<std::string>> keys;
     std::string dup;
-    auto cb = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    // Nesting is bounded as in parse_json_file (64): a line of 20,000 nested arrays
+    // would otherwise be parsed, and then dumped recursively into the error message.
+    auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
         using ev_t = nlohmann::json::parse_event_t;
+        if (depth > 64) bad("nested more than 64 levels deep");
         if (ev == ev_t::object_start) keys.emplace_back();
         if (ev == ev_t::object_end && !keys.empty()) keys.pop_back();
         if (ev == ev_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second && dup.empty())
