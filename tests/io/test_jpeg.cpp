@@ -266,3 +266,25 @@ TEST_CASE("pixel budget: PIL's decompression-bomb rule, from the header, before 
     lim.max_jpeg_scans = 10;
     CHECK_NOTHROW(decode(prog, lim));
 }
+
+// stb only gets PNG and BMP, recognised by their signatures (as PIL's plugins recognise
+// formats). Left to guess, stb took fill bytes before an SOI (FF FF ... FF D8) as a JPEG and
+// ran its own decoder, which read out of bounds in its Huffman setup (fuzz/fuzz_image found
+// it; the input is fuzz/regressions/fuzz_image/stb_jpeg_after_fill_bytes).
+TEST_CASE("load_image: what is neither JPEG nor PNG nor BMP is refused before any decoder runs", "[io][jpeg]") {
+    const test::temp_dir tmp("image-formats");
+    std::vector<std::uint8_t> fill(64, 0xFF);
+    fill.push_back(0xD8);
+    fill.insert(fill.end(), 64, 0xFF);
+    const std::uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0, 0, 0};
+    const std::uint8_t tga[] = {0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 24, 0, 0, 0, 0};
+    for (const auto& [name, data] : std::vector<std::pair<std::string, std::span<const std::uint8_t>>>{
+             {"fill.jpg", fill}, {"x.gif", gif}, {"x.tga", tga}}) {
+        INFO(name);
+        write_file(tmp / name, data);
+        CHECK_THAT(error_of([&] { (void)load_image(tmp / name); }),
+                   Catch::Contains("cannot decode (not a JPEG, PNG or BMP file)"));
+    }
+    // PNG and BMP still go to stb.
+    CHECK(load_image(test::data_path("images/tiny_31x45.png")).width == 31);
+}

@@ -19,6 +19,7 @@
 // Every format's size is checked against image_limits (PIL's decompression-bomb rule)
 // from its header, before decoding.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -69,7 +70,7 @@ inline image_u8 load_image(const std::filesystem::path& path, const image_limits
     std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
     if (!f) detail::fail(where, ": cannot open");
 
-    std::uint8_t magic[3] = {};
+    std::uint8_t magic[8] = {};
     const std::size_t got = std::fread(magic, 1, sizeof magic, f.get());
     if (is_jpeg(std::span<const std::uint8_t>(magic, got))) {
         const auto size = std::filesystem::file_size(path, ec);
@@ -79,6 +80,14 @@ inline image_u8 load_image(const std::filesystem::path& path, const image_limits
         if (std::fread(bytes.data(), 1, bytes.size(), f.get()) != bytes.size()) detail::fail(where, ": read error");
         return decode_jpeg(bytes, where, limits, warning);
     }
+    // stb gets only the formats it is here for, recognised by their signatures as PIL's
+    // plugins do. Left to guess, stb also takes fill bytes before an SOI (FF FF ... FF D8)
+    // as a JPEG and runs its own JPEG decoder, whose Huffman setup reads out of bounds on a
+    // corrupt table (found by fuzz/fuzz_image; fuzz/regressions/fuzz_image/).
+    static constexpr std::uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    const bool png = got == 8 && std::equal(std::begin(png_sig), std::end(png_sig), magic);
+    const bool bmp = got >= 2 && magic[0] == 'B' && magic[1] == 'M';
+    if (!png && !bmp) detail::fail(where, ": cannot decode (not a JPEG, PNG or BMP file)");
     std::rewind(f.get());
 
     // Header first: refuse absurd sizes before stb allocates for them.
