@@ -428,7 +428,7 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
         explicit precision_scope(glimpse::matmul_precision p) { g_be.set_matmul_precision(p); }
         ~precision_scope() { g_be.set_matmul_precision(glimpse::matmul_precision::f32); }
     } const scope(prec);
-    if (prec == glimpse::matmul_precision::bf16) st.SetLabel(cpu::bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
+    if (prec == glimpse::matmul_precision::bf16) st.SetLabel(g_be.bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
     loaded& M = model_of(fam);
     const auto& c = M.cfg;
     const std::int64_t gs = grid_side(side, c);
@@ -513,6 +513,7 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
 
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
+    benchmark::AddCustomContext("cpu_kernels", glimpse::describe_cpu_isa(g_be.isa()));
     using benchmark::RegisterBenchmark;
     register_peak_rows(env_int("GLIMPSE_PEAK_ITERS", 7));
     for (const family_spec* fam : {&kQwen25, &kQwen3})

@@ -10,6 +10,10 @@
 //     generic+pooled             + head-mean map pooled over the in-box queries [1, H, S]
 //     generic+mean               + the full [S, S] head-mean map (S <= 4096)
 //     dedup, folded              the exact fast paths (U = 2 distinct heatmap values)
+//   attention/<isa>/<S>          the cpu attention op alone at each SIMD level this CPU has
+//                                (cpu/isa.hpp), H=16, d=80 (Qwen2.5's heads), 4 S^2 H d FLOPs
+//
+// The context line cpu_kernels says which level the head rows ran (GLIMPSE_CPU_ISA or the best).
 //
 // The workload is the one of ../shared/bench/head_bench.py (the PyTorch peer): X ~ N(0,1),
 // q_proj weight and bias scaled by 8, a binary box heatmap (1 inside the central box of half
@@ -139,6 +143,26 @@ void bm_head(benchmark::State& st, std::int64_t S, variant v) {
     }
 }
 
+void bm_attention(benchmark::State& st, glimpse::cpu_isa isa, std::int64_t S) {
+    ensure_peak();
+    constexpr std::int64_t H = 16, d = 80;
+    cpu be;
+    be.set_isa(isa);
+    glimpse::tensor q(glimpse::shape{S, H, d}), k(glimpse::shape{S, H, d}), v(glimpse::shape{S, H, d}),
+        o(glimpse::shape{S, H, d});
+    fill_uniform(q.ptr<float>(), q.numel(), 11);
+    fill_uniform(k.ptr<float>(), k.numel(), 12);
+    fill_uniform(v.ptr<float>(), v.numel(), 13);
+    const glimpse::attention_args a{1.0f / std::sqrt(float(d)), {}, {}, {}};
+    auto call = [&] { be.attention(q.cv(), k.cv(), v.cv(), o.v(), a); };
+    call();
+    row_meter m;
+    for (auto _ : st) m.time(call);
+    benchmark::DoNotOptimize(o.data());
+    m.finish(st, 4.0 * double(S) * double(S) * double(H) * double(d));
+    st.SetLabel(std::string(glimpse::name(isa)));
+}
+
 void register_all() {
     using benchmark::RegisterBenchmark;
     register_peak_rows(10);
@@ -156,6 +180,13 @@ void register_all() {
             else b->Iterations(S >= 4096 ? 3 : 10);
         }
     }
+    for (glimpse::cpu_isa isa : glimpse::supported_cpu_isas()) {
+        const std::string name = "attention/" + std::string(glimpse::name(isa)) + "/4096";
+        RegisterBenchmark(name.c_str(), [isa](benchmark::State& st) { bm_attention(st, isa, 4096); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(3);
+    }
 }
 
 }  // namespace
@@ -163,6 +194,7 @@ void register_all() {
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::AddCustomContext("cpu_kernels", glimpse::describe_cpu_isa(glimpse::detail::cpu_impl::default_isa()));
     register_all();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -224,7 +224,7 @@ inline void bm_cpu_gemm_bf16(benchmark::State& st) {
     for (auto _ : st) m.time(run, &st);
     benchmark::DoNotOptimize(c.data());
     m.finish(st, kPeakFlop);
-    st.SetLabel(cpu::bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
+    st.SetLabel(be.bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
 }
 
 // Registers the peak rows (first: the other rows read g_peak_gflops).

@@ -160,6 +160,7 @@ int run_single(B& be, const options& o, const char* backend_name) {
     r.timings = t;
     const auto out = cmp::write_outputs(r, o.output_dir, fonts, figure_opts(o), &t);
     if (o.verbose) {
+        std::printf("  kernels    %s\n", glimpse::describe_kernels(be).c_str());
         std::printf("  head path  %s (tower %s)\n", r.base.head_path.c_str(),
                     c.shared_tower() ? "run once, shared by both models" : "run once per model");
         print_timings(t);
@@ -215,6 +216,7 @@ int run_batch(B& be, const options& o, const char* backend_name, const glimpse::
         std::fputs(cmp::summary_table(s.rows, s.task).c_str(), stdout);
     }
     if (o.verbose) {
+        std::printf("  kernels    %s\n", glimpse::describe_kernels(be).c_str());
         cmp::stage_timings total = rep.timings;
         for (const auto& [k, v] : load_t.ms) total.add(k, v);
         print_timings(total);

@@ -172,7 +172,8 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
         tr.restore(*resume);
     }
 
-    std::printf("glimpse %s: train the heatmap head (backend: cpu, encoder frozen)\n", GLIMPSE_VERSION_STRING);
+    std::printf("glimpse %s: train the heatmap head (backend: cpu, kernels %s, encoder frozen)\n",
+                GLIMPSE_VERSION_STRING, glimpse::describe_cpu_isa(be.isa()).c_str());
     std::printf("  model    %s (%s, depth %lld, D=%lld)\n", a.model.c_str(),
                 std::string(models::name(cfg.family)).c_str(), static_cast<long long>(cfg.depth),
                 static_cast<long long>(cfg.hidden_size));

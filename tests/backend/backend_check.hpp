@@ -1,7 +1,8 @@
 #pragma once
-// check_op: runs one backend op on `reference` (the f64 oracle) and on `cpu`, and holds the
-// fast result to the oracle's (test-backend-ops style). Shared by the forward and the
-// backward op tests.
+// check_op: runs one backend op on `reference` (the f64 oracle) and on `cpu` at every SIMD
+// level this CPU has (cpu/isa.hpp; each level that is missing is listed once, visibly, by the
+// ISA test), and holds each fast result to the oracle's (test-backend-ops style). Shared by
+// the forward and the backward op tests.
 
 #include <source_location>
 
@@ -21,15 +22,20 @@ template <class Op>
 void check_op(const char* what, const shape& out_shape, Op op, double tol = kOpTol,
               std::source_location at = std::source_location::current()) {
     reference ref;
-    cpu fast;
-    tensor a(out_shape), b(out_shape);
+    tensor a(out_shape);
     op(ref, a.v());
-    op(fast, b.v());
-    const auto e = compare(b.cv(), a.cv());
-    INFO(what << ": max abs " << e.max_abs << ", max ref " << e.max_ref << ", rel " << e.rel());
-    record_bound(at.file_name(), static_cast<long>(at.line()), what, e.rel(), tol);
-    REQUIRE(e.max_ref > 0);
-    REQUIRE(e.rel() < tol);
+    for (cpu_isa isa : supported_cpu_isas()) {
+        cpu fast;
+        fast.set_isa(isa);
+        tensor b(out_shape);
+        op(fast, b.v());
+        const auto e = compare(b.cv(), a.cv());
+        INFO(what << " (cpu kernels " << name(isa) << "): max abs " << e.max_abs << ", max ref " << e.max_ref
+                  << ", rel " << e.rel());
+        record_bound(at.file_name(), static_cast<long>(at.line()), what, e.rel(), tol);
+        REQUIRE(e.max_ref > 0);
+        REQUIRE(e.rel() < tol);
+    }
 }
 
 }  // namespace glimpse::test

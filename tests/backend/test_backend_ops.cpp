@@ -94,7 +94,7 @@ TEST_CASE("cpu rotary and gather match reference", "[backend][ops]") {
 }
 
 TEST_CASE("cpu attention matches reference: masks, segments, maps, strided heads", "[backend][attention]") {
-    // Sq spans several query tiles of the cpu backend (kTileQ = 64).
+    // Sq spans several query tiles of the cpu backend at every SIMD level (16 to 64 queries).
     const std::int64_t S = 150, H = 3, d = 8;
     tensor qkv = randn(shape{S, 3, H, d}, 17);  // interleaved like a fused qkv projection: strided views
     const cview q = qkv.cv().select(1, 0), k = qkv.cv().select(1, 1), v = qkv.cv().select(1, 2);
@@ -113,16 +113,20 @@ TEST_CASE("cpu attention matches reference: masks, segments, maps, strided heads
             return a;
         };
         reference ref;
-        cpu fast;
-        tensor o1(shape{S, H, d}), o2(shape{S, H, d});
-        tensor ph1(shape{H, S, S}), ph2(shape{H, S, S}), m1(shape{S, S}), m2(shape{S, S}), p1(shape{2, H, S}),
-            p2(shape{2, H, S});
+        tensor o1(shape{S, H, d}), ph1(shape{H, S, S}), m1(shape{S, S}), p1(shape{2, H, S});
         ref.attention(q, k, v, o1.v(), args(ph1, m1, p1));
-        fast.attention(q, k, v, o2.v(), args(ph2, m2, p2));
-        REQUIRE(compare(o2.cv(), o1.cv()).rel() < kTol);
-        REQUIRE(compare(ph2.cv(), ph1.cv()).max_abs < 1e-6);
-        REQUIRE(compare(m2.cv(), m1.cv()).max_abs < 1e-6);
-        REQUIRE(compare(p2.cv(), p1.cv()).rel() < kTol);
+        for (cpu_isa isa : supported_cpu_isas()) {
+            INFO("cpu kernels " << name(isa));
+            cpu fast;
+            fast.set_isa(isa);
+            REQUIRE(S > 2 * fast.attention_tile_q());
+            tensor o2(shape{S, H, d}), ph2(shape{H, S, S}), m2(shape{S, S}), p2(shape{2, H, S});
+            fast.attention(q, k, v, o2.v(), args(ph2, m2, p2));
+            REQUIRE(compare(o2.cv(), o1.cv()).rel() < kTol);
+            REQUIRE(compare(ph2.cv(), ph1.cv()).max_abs < 1e-6);
+            REQUIRE(compare(m2.cv(), m1.cv()).max_abs < 1e-6);
+            REQUIRE(compare(p2.cv(), p1.cv()).rel() < kTol);
+        }
         if (variant == 2) REQUIRE(ph1.at({0, 10, 45}) == 0.0f);  // across segments: no attention
     }
 }

@@ -77,7 +77,7 @@ TEST_CASE("bf16 matmul precision: cpu gemm is the f32 sum of bf16-rounded produc
     CHECK(fast.matmul_precision() == matmul_precision::bf16);
     CHECK(exact.matmul_precision() == matmul_precision::f32);
     if (verbose())
-        std::printf("bf16 gemm path: %s\n", cpu::bf16_gemm_native() ? "AMX tiles" : "emulation (no AMX here)");
+        std::printf("bf16 gemm path: %s\n", fast.bf16_gemm_native() ? "AMX tiles" : "emulation (no AMX here)");
     const auto gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
                          const cview& bias) { be.gemm(a, b, c, g, bias); };
     for (const auto& c : cases()) {
@@ -134,7 +134,7 @@ TEST_CASE("bf16 matmul precision: batched gemm and the tiny-K / tiny-N edges", "
 }
 
 TEST_CASE("bf16 matmul precision: the AMX kernel itself, where the CPU has AMX", "[backend][gemm][bf16][amx]") {
-    if (!cpu::bf16_gemm_native()) {
+    if (!detail::cpu_impl::cpu_has(cpu_isa::amx)) {
         std::printf("no AMX: test skipped (the bf16 gemm runs on its emulation on this CPU)\n");
         return;
     }

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <string>
 
+#include <glimpse/backend/cpu/isa.hpp>
+
 #include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
@@ -145,4 +147,31 @@ TEST_CASE("glimpse-encode --device cpu runs and says so", "[device][cli]") {
     CHECK(r.code == 0);
     CHECK(r.out.find("(backend: cpu, matmul precision f32") != std::string::npos);
     CHECK(r.out.find("attention mass inside the box") != std::string::npos);
+}
+
+TEST_CASE("glimpse-encode runs the SIMD level GLIMPSE_CPU_ISA names and refuses one it cannot run",
+          "[device][cli][isa]") {
+    GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
+    const glimpse::test::temp_dir dir("isa");
+    const auto best = run(dir, "", GLIMPSE_ENCODE_EXE, encode_args());
+    INFO("stdout: " << best.out << "\nstderr: " << best.err);
+    CHECK(best.code == 0);
+    // The environment's level when this suite runs under GLIMPSE_CPU_ISA, else the best.
+    CHECK(best.out.find(", kernels " + std::string(glimpse::name(glimpse::detail::cpu_impl::default_isa())) +
+                        " (this CPU:") != std::string::npos);
+    const auto sse2 = run(dir, "GLIMPSE_CPU_ISA=sse2 ", GLIMPSE_ENCODE_EXE, encode_args());
+    INFO("stdout: " << sse2.out << "\nstderr: " << sse2.err);
+    CHECK(sse2.code == 0);
+    CHECK(sse2.out.find(", kernels sse2 (this CPU:") != std::string::npos);
+    // The same numbers on the narrowest kernels: the mass line (4 decimals) is identical.
+    const auto mass = [](const std::string& out) {
+        const auto at = out.find("attention mass inside the box");
+        return at == std::string::npos ? std::string("(none)") : out.substr(at, out.find('\n', at) - at);
+    };
+    CHECK(mass(sse2.out) == mass(best.out));
+    const auto bad = run(dir, "GLIMPSE_CPU_ISA=avx9 ", GLIMPSE_ENCODE_EXE, encode_args());
+    INFO("stdout: " << bad.out << "\nstderr: " << bad.err);
+    CHECK(bad.code == 1);
+    CHECK(bad.err == "glimpse-encode: GLIMPSE_CPU_ISA=avx9: not a level (sse2, avx2, avx512, amx)\n");
+    CHECK(bad.out.empty());
 }

@@ -12,13 +12,16 @@
 // set_matmul_precision(matmul_precision::bf16) rounds gemm inputs to bf16 and runs them on
 // AMX tiles where the CPU has them (cpu/bf16_gemm.hpp), on an emulation elsewhere.
 //
-// Attention is a fused, flash-style kernel (detail::cpu_impl::attn_tiles): a tile
-// of kTileQ queries of one head walks its keys in blocks with an online softmax,
-// in its own SIMD micro-kernels rather than GEMM calls (a 64 x 80 x S product is
-// too thin for a BLAS to reach its rate, and the score tile must stay in L1).
-// Scratch is O(kPackBytes + threads * kTileQ * d) without maps; the maps a caller
-// asks for are accumulated tile by tile from O(threads * kTileQ * S) of kept
-// probabilities, and no H x S x S tensor exists unless `maps.per_head` asks.
+// Attention is a fused, flash-style kernel (cpu/attention.hpp): a tile of queries of
+// one head walks its keys in blocks with an online softmax, in its own SIMD
+// micro-kernels rather than GEMM calls (a 64 x 80 x S product is too thin for a BLAS
+// to reach its rate, and the score tile must stay in L1). Scratch is O(kPackBytes +
+// threads * tile * d) without maps; the maps a caller asks for are accumulated tile
+// by tile from O(threads * tile * S) of kept probabilities, and no H x S x S tensor
+// exists unless `maps.per_head` asks.
+//
+// The SIMD kernels (attention; AMX for bf16 gemm) are picked at run time per backend
+// object from what the CPU has (cpu/isa.hpp): isa(), set_isa(), GLIMPSE_CPU_ISA.
 
 #include <algorithm>
 #include <cmath>
@@ -39,11 +42,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
+#include "glimpse/backend/cpu/attention.hpp"
 #include "glimpse/backend/cpu/bf16_gemm.hpp"
+#include "glimpse/backend/cpu/isa.hpp"
 #include "glimpse/backend/host_memory.hpp"
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
@@ -225,320 +226,34 @@ inline bool rows_view(const cview& x, std::int64_t& m, std::int64_t& n, std::int
     return true;
 }
 
-
-// ---- fused attention ----------------------------------------------------------------------
-// Flash-style: a tile of kTq queries of one head walks the keys in blocks of kBk with an
-// online softmax, so the scores stay in L1 and no Sq x Sk row is stored unless maps are
-// asked for. Queries lie in SIMD lanes and scores are kept transposed (keys x queries): the
-// per-query max and sum are lane-wise, and K and V are read as broadcasts, so neither needs a
-// transposed copy. Written with GCC/Clang vector extensions, so the same code is built, and
-// tested, at any x86-64 level (the dev preset's SSE2 included); -march=native gives AVX-512.
-#if defined(__AVX512F__)
-inline constexpr int kLanes = 16;
-#elif defined(__AVX__)
-inline constexpr int kLanes = 8;
-#else
-inline constexpr int kLanes = 4;
-#endif
-typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
-typedef std::int32_t vint __attribute__((vector_size(kLanes * sizeof(float))));
-
-// Register tiles: kQv vectors of queries by kMr keys (scores) or kMr value columns (output).
-// 6 x 4 accumulators + 4 operands + 1 broadcast fill AVX-512's 32 registers (measured at ~90 %
-// of the FMA peak when hot in L1); the 16-register ISAs get 2 x 4.
-inline constexpr int kQv = 4;
-inline constexpr std::int64_t kTq = kQv * kLanes;  // queries per tile
-inline constexpr int kMr = kLanes == 16 ? 6 : 2;
-// Keys per block: the kBk x kTq score block (32 KiB with AVX-512) is written, exponentiated
-// and read back by the value product while in L1/L2. 32..256 measured within noise of
-// each other on the AVX-512 machines.
-inline constexpr std::int64_t kBk = 128;
-// Budget for the per-call packed copies of Q, K, V (heads are packed a group at a time).
-inline constexpr std::int64_t kPackBytes = std::int64_t{16} << 20;
-
-#define GLIMPSE_CPU_INLINE inline __attribute__((always_inline))
-
-GLIMPSE_CPU_INLINE vfloat vload(const float* p) {
-    vfloat v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-GLIMPSE_CPU_INLINE void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
-GLIMPSE_CPU_INLINE vfloat vsplat(float x) {
-    // Not `vfloat{} + x`: 0 + x is not folded (signed zeros), which costs an add and a
-    // register shuffle per broadcast in the inner loops; set1 is one broadcast load.
-#if defined(__AVX512F__)
-    return _mm512_set1_ps(x);
-#elif defined(__AVX__)
-    return _mm256_set1_ps(x);
-#else
-    vfloat v;
-    for (int i = 0; i < kLanes; ++i) v[i] = x;
-    return v;
-#endif
-}
-GLIMPSE_CPU_INLINE vfloat vfma(vfloat a, vfloat b, vfloat c) {
-    // Explicit: under -std=c++20 (not gnu++20) GCC does not contract a * b + c.
-#if defined(__AVX512F__)
-    return _mm512_fmadd_ps(a, b, c);
-#elif defined(__AVX__) && defined(__FMA__)
-    return _mm256_fmadd_ps(a, b, c);
-#else
-    return a * b + c;
-#endif
-}
-GLIMPSE_CPU_INLINE vfloat vselect(vint mask, vfloat a, vfloat b) {
-    return reinterpret_cast<vfloat>((reinterpret_cast<vint>(a) & mask) | (reinterpret_cast<vint>(b) & ~mask));
-}
-// NaN in a propagates (the comparison is false).
-GLIMPSE_CPU_INLINE vfloat vmax(vfloat a, vfloat b) { return vselect(a < b, b, a); }
-
-// 2^x for x in [-inf, 127]; -inf and anything below -127 give 0, NaN stays NaN.
-// x = n + f with n = round(x), |f| <= 1/2; 2^f by Cephes' exp2f polynomial (rel. error
-// 1.7e-7), 2^n by writing the exponent field, which is 0 (a 0 result) at n = -127.
-GLIMPSE_CPU_INLINE vfloat vexp2(vfloat x) {
-    const vfloat lo = vsplat(-127.0f);
-    x = vselect(x < lo, lo, x);
-    const vfloat magic = vsplat(12582912.0f);  // 1.5 * 2^23: x + magic rounds x to an integer
-    const vfloat t = x + magic;
-    const vfloat f = x - (t - magic);
-    vfloat p = vsplat(1.535336188319500e-4f);
-    p = vfma(p, f, vsplat(1.339887440266574e-3f));
-    p = vfma(p, f, vsplat(9.618437357674640e-3f));
-    p = vfma(p, f, vsplat(5.550332471162809e-2f));
-    p = vfma(p, f, vsplat(2.402264791363012e-1f));
-    p = vfma(p, f, vsplat(6.931472028550421e-1f));
-    p = vfma(p, f, vsplat(1.0f));
-    const vint e = (reinterpret_cast<vint>(t) - reinterpret_cast<vint>(magic) + 127) << 23;
-    return p * reinterpret_cast<vfloat>(e);
-}
-
-GLIMPSE_CPU_INLINE float hsum(vfloat v) {
-    float s = 0.0f;
-    for (int i = 0; i < kLanes; ++i) s += v[i];
-    return s;
-}
-
-// st[r, :] = sum_c k[r, c] qt[c, :] for M keys (their scores against the tile's queries), and
-// mx = max(mx, those scores), so the softmax needs no separate pass for its max.
-template <int M>
-GLIMPSE_CPU_INLINE void qk_rows(const float* k, std::int64_t ldk, std::int64_t d, const float* qt, float* st,
-                                vfloat* mx) {
-    vfloat acc[M][kQv];
-#pragma GCC unroll 16
-    for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) acc[r][j] = vfloat{};
-    for (std::int64_t c = 0; c < d; ++c) {
-        vfloat q[kQv];
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) q[j] = vload(qt + c * kTq + j * kLanes);
-#pragma GCC unroll 16
-        for (int r = 0; r < M; ++r) {
-            const vfloat kb = vsplat(k[r * ldk + c]);
-#pragma GCC unroll 4
-            for (int j = 0; j < kQv; ++j) acc[r][j] = vfma(kb, q[j], acc[r][j]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < M; ++r)
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) {
-            vstore(st + r * kTq + j * kLanes, acc[r][j]);
-            mx[j] = vmax(mx[j], acc[r][j]);
-        }
-}
-
-// ot[m, :] += sum_r v[r, m] st[r, :] for M value columns (the tile's output, transposed).
-template <int M>
-GLIMPSE_CPU_INLINE void pv_cols(const float* st, std::int64_t nk, const float* v, std::int64_t ldv, float* ot) {
-    vfloat acc[M][kQv];
-#pragma GCC unroll 16
-    for (int m = 0; m < M; ++m)
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) acc[m][j] = vload(ot + m * kTq + j * kLanes);
-    for (std::int64_t r = 0; r < nk; ++r) {
-        vfloat p[kQv];
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) p[j] = vload(st + r * kTq + j * kLanes);
-#pragma GCC unroll 16
-        for (int m = 0; m < M; ++m) {
-            const vfloat vb = vsplat(v[r * ldv + m]);
-#pragma GCC unroll 4
-            for (int j = 0; j < kQv; ++j) acc[m][j] = vfma(vb, p[j], acc[m][j]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int m = 0; m < M; ++m)
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) vstore(ot + m * kTq + j * kLanes, acc[m][j]);
-}
-
-// f.template operator()<M>() for the remainder 0 < m < kMr, known only at run time.
-template <class F>
-GLIMPSE_CPU_INLINE void with_rows(std::int64_t m, F&& f) {
-    [&]<int... I>(std::integer_sequence<int, I...>) {
-        (void)((m == I + 1 && (f.template operator()<I + 1>(), true)) || ...);
-    }(std::make_integer_sequence<int, kMr - 1>{});
-}
-
-// The problem of one attention call: f32, unit inner strides, strides in elements.
-struct attn_problem {
-    const float *q, *k, *v;
-    float* o;
-    std::int64_t q_ld, q_hs, k_ld, k_hs, v_ld, v_hs, o_ld, o_hs;
-    std::int64_t d, dv;
-    float scale2;  // scale * log2(e): the softmax is taken in base 2
-    const float* mask;
-    std::int64_t mask_ld;
-};
-
-// One query tile (at most kTq queries) in flight: its packed Q^T, output accumulator (O^T),
-// score / probability buffer and online-softmax state. One per sub-tile per thread.
-struct tile_state {
-    std::vector<float> qt, ot, st, fac;
-    std::vector<float> mean;  // the head-mean map of the tile's queries so far, [keys, kTq]
-    vfloat m[kQv], l[kQv];
-    std::int64_t q0 = 0, q1 = 0;
-    tile_state(const attn_problem& p, std::int64_t max_keys, bool maps, bool mean_map)
-        : qt(static_cast<std::size_t>(p.d * kTq)), ot(static_cast<std::size_t>(p.dv * kTq)),
-          st(static_cast<std::size_t>((maps ? std::max<std::int64_t>(max_keys, kBk) : kBk) * kTq)),
-          fac(maps ? static_cast<std::size_t>((max_keys + kBk - 1) / kBk * kTq) : 0),
-          mean(mean_map ? static_cast<std::size_t>(max_keys * kTq) : 0) {}
-};
-
-// One head's queries, keys and values: rows of d (dv) floats, ld apart.
-struct head_rows {
-    const float* q;
-    std::int64_t ldq;
-    const float* k;
-    std::int64_t ldk;
-    const float* v;
-    std::int64_t ldv;
-};
-
-// Starts queries [q0, q1) of head rows hr.
-inline void tile_begin(const attn_problem& p, const head_rows& hr, std::int64_t q0, std::int64_t q1, tile_state& s) {
-    s.q0 = q0;
-    s.q1 = q1;
-    // Q^T, pre-scaled; padding lanes stay 0 (their scores are harmless and never written out).
-    if (q1 - q0 < kTq) std::fill(s.qt.begin(), s.qt.end(), 0.0f);
-    for (std::int64_t i = 0; i < q1 - q0; ++i)
-        for (std::int64_t c = 0; c < p.d; ++c) s.qt[static_cast<std::size_t>(c * kTq + i)] = hr.q[(q0 + i) * hr.ldq + c] * p.scale2;
-    std::fill(s.ot.begin(), s.ot.end(), 0.0f);
-    for (int j = 0; j < kQv; ++j) s.m[j] = vsplat(-INFINITY), s.l[j] = vfloat{};
-}
-
-// Adds keys [k0 + kb, k0 + kb + nb) (at most kBk); kr and vr are their first rows (ldk, ldv
-// apart). With `keep_probs` the block's probabilities stay in s.st at row kb (see tile_end).
-inline void tile_block(const attn_problem& p, const float* kr, std::int64_t ldk, const float* vr, std::int64_t ldv,
-                       std::int64_t k0, std::int64_t kb, std::int64_t nb, bool keep_probs, tile_state& s) {
-    const std::int64_t d = p.d, dv = p.dv, tq = s.q1 - s.q0;
-    const vfloat ninf = vsplat(-INFINITY);
-    float* st = keep_probs ? s.st.data() + kb * kTq : s.st.data();
-    float* ot = s.ot.data();
-    vfloat mx[kQv];
-    for (int j = 0; j < kQv; ++j) mx[j] = s.m[j];
-    std::int64_t r = 0;
-    for (; r + kMr <= nb; r += kMr) qk_rows<kMr>(kr + r * ldk, ldk, d, s.qt.data(), st + r * kTq, mx);
-    with_rows(nb - r, [&]<int M>() { qk_rows<M>(kr + r * ldk, ldk, d, s.qt.data(), st + r * kTq, mx); });
-    if (p.mask) {
-        constexpr float log2e = 1.4426950408889634f;
-        for (std::int64_t i = 0; i < tq; ++i) {
-            const float* mr = p.mask + (s.q0 + i) * p.mask_ld + k0 + kb;
-            for (std::int64_t t = 0; t < nb; ++t) st[t * kTq + i] += mr[t] * log2e;
-        }
-        for (int j = 0; j < kQv; ++j) mx[j] = s.m[j];
-        for (std::int64_t t = 0; t < nb; ++t)
-            for (int j = 0; j < kQv; ++j) mx[j] = vmax(mx[j], vload(st + t * kTq + j * kLanes));
-    }
-    // Online softmax: the new running max, what was summed so far rescaled, the block
-    // exponentiated.
-    vfloat ms[kQv], alpha[kQv], sum[kQv];
-    bool rescale = false;
-    for (int j = 0; j < kQv; ++j) {
-        // A query masked out so far (max -inf) exponentiates against 0: its terms are 0.
-        ms[j] = vselect(mx[j] == ninf, vfloat{}, mx[j]);
-        alpha[j] = vexp2(s.m[j] - ms[j]);
-        for (int i = 0; i < kLanes; ++i) rescale |= kb > 0 && s.m[j][i] != mx[j][i];
-        s.m[j] = mx[j];
-        sum[j] = vfloat{};
-    }
-    for (std::int64_t t = 0; t < nb; ++t)
-#pragma GCC unroll 4
-        for (int j = 0; j < kQv; ++j) {
-            const vfloat e = vexp2(vload(st + t * kTq + j * kLanes) - ms[j]);
-            vstore(st + t * kTq + j * kLanes, e);
-            sum[j] += e;
-        }
-    for (int j = 0; j < kQv; ++j) s.l[j] = s.l[j] * alpha[j] + sum[j];
-    if (rescale)
-        for (std::int64_t c = 0; c < dv; ++c)
-            for (int j = 0; j < kQv; ++j)
-                vstore(ot + c * kTq + j * kLanes, vload(ot + c * kTq + j * kLanes) * alpha[j]);
-    if (keep_probs)
-        for (int j = 0; j < kQv; ++j) vstore(s.fac.data() + kb / kBk * kTq + j * kLanes, ms[j]);
-    std::int64_t c = 0;
-    for (; c + kMr <= dv; c += kMr) pv_cols<kMr>(st, nb, vr + c, ldv, ot + c * kTq);
-    with_rows(dv - c, [&]<int M>() { pv_cols<M>(st, nb, vr + c, ldv, ot + c * kTq); });
-}
-
-// Writes the tile's output rows (head h). With `keep_probs` s.st holds the probabilities as
-// [nk, kTq] (key-major), each block of kBk keys still to be multiplied by its s.fac[block, :].
-inline void tile_end(const attn_problem& p, std::int64_t h, std::int64_t nk, bool keep_probs, tile_state& s) {
-    vfloat inv_l[kQv];
-    for (int j = 0; j < kQv; ++j) inv_l[j] = 1.0f / s.l[j];
-    for (std::int64_t i = 0; i < s.q1 - s.q0; ++i) {
-        float* orow = p.o + (s.q0 + i) * p.o_ld + h * p.o_hs;
-        const float il = inv_l[i / kLanes][i % kLanes];
-        for (std::int64_t c = 0; c < p.dv; ++c) orow[c] = s.ot[static_cast<std::size_t>(c * kTq + i)] * il;
-    }
-    if (!keep_probs) return;
-    // Each block was exponentiated against the running max of its time: its factor brings it
-    // to the final max and normalises.
-    const vfloat ninf = vsplat(-INFINITY);
-    for (std::int64_t b = 0; b * kBk < nk; ++b)
-        for (int j = 0; j < kQv; ++j) {
-            float* f = s.fac.data() + b * kTq + j * kLanes;
-            vstore(f, vexp2(vload(f) - vselect(s.m[j] == ninf, vfloat{}, s.m[j])) * inv_l[j]);
-        }
-}
-
-// Up to kSub tiles of one head against the same keys [k0, k1): each key block is used by all
-// of them while it is in L1/L2, which halves the traffic from L3 that two threads streaming
-// K and V otherwise share.
-inline constexpr int kSub = 2;
-inline void attn_tiles(const attn_problem& p, std::int64_t h, const head_rows& hr,
-                       const std::int64_t* q0, const std::int64_t* q1, const bool* keep_probs, int ns, std::int64_t k0,
-                       std::int64_t k1, tile_state* s) {
-    for (int u = 0; u < ns; ++u) tile_begin(p, hr, q0[u], q1[u], s[u]);
-    for (std::int64_t kb = 0; kb < k1 - k0; kb += kBk) {
-        const std::int64_t nb = std::min(kBk, k1 - k0 - kb);
-        for (int u = 0; u < ns; ++u)
-            tile_block(p, hr.k + (k0 + kb) * hr.ldk, hr.ldk, hr.v + (k0 + kb) * hr.ldv, hr.ldv, k0, kb, nb, keep_probs[u],
-                       s[u]);
-    }
-    for (int u = 0; u < ns; ++u) tile_end(p, h, k1 - k0, keep_probs[u], s[u]);
-}
-
 }  // namespace detail::cpu_impl
 
 class cpu : public detail::host_memory<cpu> {
 public:
     static constexpr std::string_view name() { return "cpu"; }
 
-    // Query-tile height of the attention op and panel height of weight widening.
-    static constexpr std::int64_t kTileQ = detail::cpu_impl::kTq;
+    // Panel height of weight widening.
     static constexpr std::int64_t kPanel = 256;
 
+    // The SIMD level is GLIMPSE_CPU_ISA's, else the best this CPU has (cpu/isa.hpp).
     cpu() = default;
     explicit cpu(glimpse::matmul_precision p) : precision_(p) {}
+
+    // Which kernels this backend runs; set_isa refuses a level the CPU lacks.
+    cpu_isa isa() const { return isa_; }
+    void set_isa(cpu_isa i) {
+        detail::check(detail::cpu_impl::cpu_has(i), "cpu backend: this CPU does not run the ", glimpse::name(i),
+                      " kernels (it runs up to ", glimpse::name(detail::cpu_impl::best_isa()), ")");
+        isa_ = i;
+    }
+    // Queries per attention tile at the current level.
+    std::int64_t attention_tile_q() const { return detail::cpu_impl::attention_tile_q(isa_); }
 
     // f32 (the default) or bf16 inputs for gemm; see core/backend.hpp.
     void set_matmul_precision(glimpse::matmul_precision p) { precision_ = p; }
     glimpse::matmul_precision matmul_precision() const { return precision_; }
-    // Whether bf16 gemms run on AMX tiles here (else on the emulation: same results, f32 speed).
-    static bool bf16_gemm_native() { return detail::cpu_impl::amx_bf16_available(); }
+    // Whether bf16 gemms run on AMX tiles (level amx), else on the emulation: same results, f32 speed.
+    bool bf16_gemm_native() const { return isa_ == cpu_isa::amx; }
 
     void copy(const cview& src, const view& dst) {
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
@@ -722,139 +437,16 @@ public:
         tensor qf, kf, vf;
         const cview Q = as_f32(q, qf), K = as_f32(k, kf), V = as_f32(v, vf);
         const auto& maps = a.maps;
-        const std::int64_t R = maps.pooled.empty() ? 0 : maps.query_weights.size(0);
         tensor qw;
-        const cview QW = R ? as_f32(maps.query_weights, qw) : cview{};
+        const cview QW = maps.pooled.empty() ? cview{} : as_f32(maps.query_weights, qw);
         if (!maps.per_head.empty()) fill(maps.per_head, 0.0f);
         if (!maps.mean.empty()) fill(maps.mean, 0.0f);
-        if (R) fill(maps.pooled, 0.0f);
-
-        // Work items: query tiles that never straddle a segment boundary.
-        struct tile {
-            std::int64_t q0, q1, k0, k1;
-            bool pooled;  // some query of the tile has a non-zero pooling weight
-        };
-        std::vector<tile> tiles;
-        std::int64_t max_keys = 0;
-        {
-            std::vector<std::int64_t> seg(a.segments.begin(), a.segments.end());
-            if (seg.empty()) seg = {0, d.sq};
-            for (std::size_t s = 0; s + 1 < seg.size(); ++s)
-                for (std::int64_t q0 = seg[s]; q0 < seg[s + 1]; q0 += kTileQ) {
-                    tile t{q0, std::min(q0 + kTileQ, seg[s + 1]), a.segments.empty() ? 0 : seg[s],
-                           a.segments.empty() ? d.sk : seg[s + 1], false};
-                    for (std::int64_t r = 0; r < R && !t.pooled; ++r)
-                        for (std::int64_t i = t.q0; i < t.q1 && !t.pooled; ++i)
-                            t.pooled = QW.ptr<float>()[r * QW.stride(0) + i] != 0.0f;
-                    max_keys = std::max(max_keys, t.k1 - t.k0);
-                    tiles.push_back(t);
-                }
-        }
-        // Items: runs of up to kSub consecutive tiles over the same keys (ci::attn_tiles).
-        std::vector<std::pair<std::size_t, int>> runs;
-        for (std::size_t i = 0; i < tiles.size(); ++i)
-            if (!runs.empty() && runs.back().second < ci::kSub && tiles[runs.back().first].k0 == tiles[i].k0 &&
-                tiles[runs.back().first].k1 == tiles[i].k1)
-                ++runs.back().second;
-            else
-                runs.emplace_back(i, 1);
-        const std::int64_t nr = static_cast<std::int64_t>(runs.size());
+        if (!maps.pooled.empty()) fill(maps.pooled, 0.0f);
         const ci::attn_problem p{Q.ptr<float>(), K.ptr<float>(), V.ptr<float>(), out.ptr<float>(),
                                  Q.stride(0), Q.stride(1), K.stride(0), K.stride(1), V.stride(0), V.stride(1),
                                  out.stride(0), out.stride(1), d.d, d.dv, a.scale * 1.4426950408889634f,
                                  a.mask.empty() ? nullptr : a.mask.ptr<float>(), a.mask.empty() ? 0 : a.mask.stride(0)};
-        const bool any_maps = !maps.per_head.empty() || !maps.mean.empty() || R > 0;
-        const float inv_h = 1.0f / static_cast<float>(d.h);
-        int nthreads = 1;
-#if defined(_OPENMP)
-        nthreads = omp_get_max_threads();
-#endif
-        // Per-thread partial sums for the pooled maps (queries of all tiles add into them).
-        std::vector<float> pooled_partial(R ? static_cast<std::size_t>(nthreads * R * d.h * d.sk) : 0, 0.0f);
-
-        // Heads go a group at a time: the group's queries, keys and values are first packed
-        // row-contiguous per head. Read in place, every row of a head sits in a page of its own
-        // (rows are H * d floats apart) and TLB misses, not FMAs, set the pace. A group is as
-        // many heads as fit kPackBytes, so there are few barriers (a thread the OS preempts
-        // holds the others up at each). With a single run of tiles per head (a handful of
-        // queries, as in the dedup fast path) every key is read once anyway: no packing.
-        const bool pack = nr >= 2;
-        const std::int64_t head_bytes = (d.sq * d.d + d.sk * (d.d + d.dv)) * static_cast<std::int64_t>(sizeof(float));
-        const std::int64_t G =
-            pack ? std::clamp<std::int64_t>(ci::kPackBytes / std::max<std::int64_t>(head_bytes, 1), 1, d.h) : d.h;
-        // Not zero-filled: every element is written by the packing loop before it is read.
-        const std::size_t pack_rows = pack ? static_cast<std::size_t>(G) : 0;
-        const auto qpack = std::make_unique_for_overwrite<float[]>(pack_rows * static_cast<std::size_t>(d.sq * d.d));
-        const auto kpack = std::make_unique_for_overwrite<float[]>(pack_rows * static_cast<std::size_t>(d.sk * d.d));
-        const auto vpack = std::make_unique_for_overwrite<float[]>(pack_rows * static_cast<std::size_t>(d.sk * d.dv));
-        // The head-mean map adds every head into the same rows: then an item is a tile with
-        // all the group's heads, else a (head, tile) pair, head-major.
-        const bool by_tile = !maps.mean.empty();
-#pragma omp parallel if (nr * d.h > 1)
-        {
-            int tid = 0;
-#if defined(_OPENMP)
-            tid = omp_get_thread_num();
-#endif
-            std::vector<ci::tile_state> state;
-            for (int u = 0; u < ci::kSub; ++u) state.emplace_back(p, max_keys, any_maps, by_tile);
-            for (std::int64_t h0 = 0; h0 < d.h; h0 += G) {
-                const std::int64_t g = std::min(G, d.h - h0), rows = pack ? std::max(d.sq, d.sk) : 0;
-#pragma omp for schedule(dynamic, 64)
-                for (std::int64_t j = 0; j < rows; ++j)
-                    for (std::int64_t u = 0; u < g; ++u) {
-                        const std::int64_t h = h0 + u;
-                        if (j < d.sq)
-                            std::memcpy(qpack.get() + (u * d.sq + j) * d.d, p.q + j * p.q_ld + h * p.q_hs,
-                                        static_cast<std::size_t>(d.d) * sizeof(float));
-                        if (j < d.sk) {
-                            std::memcpy(kpack.get() + (u * d.sk + j) * d.d, p.k + j * p.k_ld + h * p.k_hs,
-                                        static_cast<std::size_t>(d.d) * sizeof(float));
-                            std::memcpy(vpack.get() + (u * d.sk + j) * d.dv, p.v + j * p.v_ld + h * p.v_hs,
-                                        static_cast<std::size_t>(d.dv) * sizeof(float));
-                        }
-                    }
-                const std::int64_t items = by_tile ? nr : g * nr;
-#pragma omp for schedule(dynamic, 1)
-                for (std::int64_t it = 0; it < items; ++it) {
-                    const auto [first, ns] = runs[static_cast<std::size_t>(by_tile ? it : it % nr)];
-                    const std::int64_t u0 = by_tile ? 0 : it / nr, u1 = by_tile ? g : u0 + 1;
-                    std::int64_t q0[ci::kSub], q1[ci::kSub];
-                    bool keep[ci::kSub];
-                    for (int v = 0; v < ns; ++v) {
-                        const tile& t = tiles[first + static_cast<std::size_t>(v)];
-                        q0[v] = t.q0;
-                        q1[v] = t.q1;
-                        keep[v] = !maps.per_head.empty() || !maps.mean.empty() || t.pooled;
-                    }
-                    const std::int64_t k0 = tiles[first].k0, k1 = tiles[first].k1;
-                    for (std::int64_t u = u0; u < u1; ++u) {
-                        const std::int64_t h = h0 + u;
-                        const ci::head_rows hr =
-                            pack ? ci::head_rows{qpack.get() + u * d.sq * d.d, d.d, kpack.get() + u * d.sk * d.d, d.d,
-                                                 vpack.get() + u * d.sk * d.dv, d.dv}
-                                 : ci::head_rows{p.q + h * p.q_hs, p.q_ld, p.k + h * p.k_hs, p.k_ld, p.v + h * p.v_hs, p.v_ld};
-                        ci::attn_tiles(p, h, hr, q0, q1, keep, ns, k0, k1, state.data());
-                        for (int v = 0; v < ns; ++v)
-                            if (keep[v])
-                                add_maps(state[static_cast<std::size_t>(v)], maps, QW, R, h, q0[v], q1[v] - q0[v], k0,
-                                         k1 - k0, d.sq, d.sk, d.h, inv_h,
-                                         tiles[first + static_cast<std::size_t>(v)].pooled
-                                             ? pooled_partial.data() + tid * R * d.h * d.sk
-                                             : nullptr);
-                    }
-                    if (by_tile)
-                        for (int v = 0; v < ns; ++v)
-                            flush_mean(state[static_cast<std::size_t>(v)], maps.mean, q0[v], q1[v] - q0[v], k0, k1 - k0, d.sk);
-                }
-            }
-        }
-        if (R) {
-            float* dst = maps.pooled.ptr<float>();
-            const std::int64_t n = R * d.h * d.sk;
-            for (int t = 0; t < nthreads; ++t)
-                for (std::int64_t i = 0; i < n; ++i) dst[i] += pooled_partial[static_cast<std::size_t>(t * n + i)];
-        }
+        ci::attention_f32(isa_, ci::attn_call{p, d, a.segments, maps, QW});
     }
 
     // ---- backward ops (TrainingBackend) ----
@@ -953,6 +545,7 @@ public:
 
 private:
     glimpse::matmul_precision precision_ = glimpse::matmul_precision::f32;
+    cpu_isa isa_ = detail::cpu_impl::default_isa();
 
     // An f32 view with collapsible rows: v itself when it is one, else a contiguous f32 copy in `holder`.
     cview f32_rows(const cview& v, tensor& holder, std::int64_t& m, std::int64_t& n, std::int64_t& ld) {
@@ -993,71 +586,6 @@ private:
             for (std::int64_t j = 0; j < n; ++j)
                 total[static_cast<std::size_t>(j)] += part[static_cast<std::size_t>(b * n + j)];
         for (std::int64_t j = 0; j < n; ++j) dw.set({j}, static_cast<float>(total[static_cast<std::size_t>(j)]));
-    }
-
-    // Adds a tile's head-mean accumulator (tile_state::mean, [nk, kTq]) into its rows of the
-    // [Sq, Sk] mean map, and clears it for the next item.
-    static void flush_mean(detail::cpu_impl::tile_state& s, const view& mean, std::int64_t q0, std::int64_t tq,
-                           std::int64_t k0, std::int64_t nk, std::int64_t sk) {
-        constexpr std::int64_t T = detail::cpu_impl::kTq;
-        for (std::int64_t kb = 0; kb < nk; kb += detail::cpu_impl::kBk) {
-            const std::int64_t nb = std::min(detail::cpu_impl::kBk, nk - kb);
-            const float* acc = s.mean.data() + kb * T;
-            for (std::int64_t i = 0; i < tq; ++i) {
-                float* dst = mean.ptr<float>() + (q0 + i) * sk + k0 + kb;
-                for (std::int64_t j = 0; j < nb; ++j) dst[j] += acc[j * T + i];
-            }
-        }
-        std::fill_n(s.mean.begin(), nk * T, 0.0f);
-    }
-
-    // The maps of one (tile, head) from its probabilities (tile_end's s.st, s.fac), a block of
-    // kBk keys at a time so the block stays in L1 while the map rows are written. `pooled` is
-    // this thread's [R, H, Sk] partial sum, or null when the tile has no pooling weight.
-    static void add_maps(detail::cpu_impl::tile_state& s, const attention_maps& maps, const cview& QW,
-                         std::int64_t R, std::int64_t h, std::int64_t q0, std::int64_t tq, std::int64_t k0,
-                         std::int64_t nk, std::int64_t sq, std::int64_t sk, std::int64_t H, float inv_h,
-                         float* pooled) {
-        namespace ci = detail::cpu_impl;
-        constexpr std::int64_t T = ci::kTq;
-        for (std::int64_t kb = 0; kb < nk; kb += ci::kBk) {
-            const std::int64_t nb = std::min(ci::kBk, nk - kb);
-            const float* P = s.st.data() + kb * T;
-            const float* F = s.fac.data() + kb / ci::kBk * T;
-            if (!maps.per_head.empty())
-                for (std::int64_t i = 0; i < tq; ++i) {
-                    float* dst = maps.per_head.ptr<float>() + (h * sq + q0 + i) * sk + k0 + kb;
-                    for (std::int64_t j = 0; j < nb; ++j) dst[j] = P[j * T + i] * F[i];
-                }
-            if (!maps.mean.empty()) {
-                // Summed over the item's heads in the tile's own (key-major) layout, lane-wise;
-                // flush_mean transposes once per item, not once per head.
-                ci::vfloat f[ci::kQv];
-                for (int u = 0; u < ci::kQv; ++u) f[u] = ci::vload(F + u * ci::kLanes) * inv_h;
-                float* acc = s.mean.data() + kb * T;
-                for (std::int64_t j = 0; j < nb; ++j)
-                    for (int u = 0; u < ci::kQv; ++u) {
-                        float* a = acc + j * T + u * ci::kLanes;
-                        ci::vstore(a, ci::vfma(ci::vload(P + j * T + u * ci::kLanes), f[u], ci::vload(a)));
-                    }
-            }
-            for (std::int64_t r = 0; r < R && pooled; ++r) {
-                // The query weights times the block factors: then one dot product per key.
-                alignas(64) float w[T] = {};
-                for (std::int64_t i = 0; i < tq; ++i) {
-                    const float wq = QW.ptr<float>()[r * QW.stride(0) + q0 + i];
-                    w[i] = wq == 0.0f ? 0.0f : wq * F[i];  // a weightless query adds nothing, even a NaN row
-                }
-                ci::vfloat wv[ci::kQv];
-                for (int j = 0; j < ci::kQv; ++j) wv[j] = ci::vload(w + j * ci::kLanes);
-                float* dst = pooled + (r * H + h) * sk + k0 + kb;
-                for (std::int64_t j = 0; j < nb; ++j) {
-                    ci::vfloat acc = wv[0] * ci::vload(P + j * T);
-                    for (int u = 1; u < ci::kQv; ++u) acc = ci::vfma(wv[u], ci::vload(P + j * T + u * ci::kLanes), acc);
-                    dst[j] += ci::hsum(acc);
-                }
-            }
-        }
     }
 
     static void softmax_row(float* row, std::int64_t n, float scale) {
@@ -1110,7 +638,7 @@ private:
         const gemm_operand b{B.data(), B.type(), B.stride(0), g.trans_b};
         float* c = C.ptr<float>();
 #if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
-        if (detail::cpu_impl::amx_bf16_available() && k > 0) {
+        if (isa_ == cpu_isa::amx && k > 0) {
             detail::cpu_impl::bf16_gemm_amx(a, b, m, n, k, g.alpha, g.beta, c, C.stride(0));
             return;
         }

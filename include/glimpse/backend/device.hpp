@@ -72,6 +72,16 @@ inline glimpse::matmul_precision parse_matmul_precision(std::string_view s) {
     detail::fail("--precision: '", s, "' is not a matmul precision (expected f32 or bf16)");
 }
 
+// Which kernels a backend runs, for the tools' --verbose: the cpu's SIMD level and what the
+// CPU has ("avx512 (this CPU: sse2 avx2 avx512; lacks amx)"), or the backend's name.
+template <class B>
+std::string describe_kernels(const B& be) {
+    if constexpr (std::is_same_v<B, cpu>)
+        return describe_cpu_isa(be.isa());
+    else
+        return std::string(B::name());
+}
+
 // f(be) with be a glimpse::cpu or glimpse::cuda constructed for `d`.
 template <class F>
 decltype(auto) with_backend(const device_spec& d, F&& f) {

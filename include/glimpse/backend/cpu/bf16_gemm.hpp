@@ -68,12 +68,11 @@ inline float round_bf16(float f) { return to_f32(to_bf16(f)); }
 
 // ---- run-time capability ------------------------------------------------------------------
 
-// GLIMPSE_CPU_AMX=0 in the environment turns the AMX kernel off (to compare, or to test the
-// emulated path on an AMX machine); the answer is decided once per process.
+// Whether the CPU has AMX-BF16 and Linux grants this process the tile state; decided once per
+// process. (Whether the kernel runs is the backend's ISA level, cpu/isa.hpp: `amx`.)
 inline bool amx_bf16_available() {
 #if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
     static const bool ok = [] {
-        if (const char* e = std::getenv("GLIMPSE_CPU_AMX"); e && e[0] == '0') return false;
         unsigned a = 0, b = 0, c = 0, d = 0;
         if (__get_cpuid_max(0, nullptr) < 7) return false;
         __cpuid_count(7, 0, a, b, c, d);

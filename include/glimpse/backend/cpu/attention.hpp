@@ -1,0 +1,144 @@
+#pragma once
+// The cpu backend's fused attention, compiled once per SIMD level and chosen at run time
+// (cpu/isa.hpp): the kernel (cpu/attention_kernel.inc) is included three times, each copy in
+// its own namespace and target region, so a baseline x86-64 build carries the AVX2 and AVX-512
+// kernels too. Outside x86-64 only the portable 4-lane copy exists.
+//
+// Shapes (core/backend.hpp): q [Sq, H, d], k [Sk, H, d], v [Sk, H, dv], out [Sq, H, dv], f32,
+// unit inner strides; strides below are in elements.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "glimpse/backend/cpu/isa.hpp"
+#include "glimpse/backend/op_checks.hpp"
+#include "glimpse/core/backend.hpp"
+
+#if defined(GLIMPSE_CPU_X86_DISPATCH)
+#include <immintrin.h>  // before any target region: GCC and Clang declare every level's intrinsics
+#endif
+
+namespace glimpse::detail::cpu_impl {
+
+// The problem of one attention call.
+struct attn_problem {
+    const float *q, *k, *v;
+    float* o;
+    std::int64_t q_ld, q_hs, k_ld, k_hs, v_ld, v_hs, o_ld, o_hs;
+    std::int64_t d, dv;
+    float scale2;  // scale * log2(e): the softmax is taken in base 2
+    const float* mask;
+    std::int64_t mask_ld;
+};
+
+// One call as every level's kernel takes it: inputs f32, maps zero-filled by the caller.
+struct attn_call {
+    attn_problem p;
+    attention_dims dims;
+    std::span<const std::int64_t> segments;  // cumulative boundaries shared by q and k; empty: none
+    attention_maps maps;
+    cview query_weights;  // f32 [R, Sq] when maps.pooled is asked for, else empty
+};
+
+}  // namespace glimpse::detail::cpu_impl
+
+#define GLIMPSE_CPU_INLINE inline __attribute__((always_inline))
+
+#define GLIMPSE_CPU_KERNEL_NS isa_sse2
+#define GLIMPSE_CPU_LANES 4
+#include "glimpse/backend/cpu/attention_kernel.inc"
+#undef GLIMPSE_CPU_KERNEL_NS
+#undef GLIMPSE_CPU_LANES
+
+#if defined(GLIMPSE_CPU_X86_DISPATCH)
+#define GLIMPSE_CPU_KERNEL_NS isa_avx2
+#define GLIMPSE_CPU_LANES 8
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#include "glimpse/backend/cpu/attention_kernel.inc"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#undef GLIMPSE_CPU_KERNEL_NS
+#undef GLIMPSE_CPU_LANES
+
+#define GLIMPSE_CPU_KERNEL_NS isa_avx512
+#define GLIMPSE_CPU_LANES 16
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+#endif
+#include "glimpse/backend/cpu/attention_kernel.inc"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#undef GLIMPSE_CPU_KERNEL_NS
+#undef GLIMPSE_CPU_LANES
+#endif
+
+namespace glimpse::detail::cpu_impl {
+
+// Runs c on level isa's kernel; the caller has checked that the CPU runs it (cpu_has).
+inline void attention_f32(cpu_isa isa, const attn_call& c) {
+    switch (isa) {
+#if defined(GLIMPSE_CPU_X86_DISPATCH)
+        case cpu_isa::amx:
+        case cpu_isa::avx512:
+            isa_avx512::run(c);
+            return;
+        case cpu_isa::avx2:
+            isa_avx2::run(c);
+            return;
+#else
+        case cpu_isa::amx:
+        case cpu_isa::avx512:
+        case cpu_isa::avx2:
+#endif
+        case cpu_isa::sse2:
+            isa_sse2::run(c);
+            return;
+    }
+}
+
+// Queries per tile at level isa: the kernels' unit of work (tests size inputs by it).
+inline std::int64_t attention_tile_q(cpu_isa isa) {
+    switch (isa) {
+#if defined(GLIMPSE_CPU_X86_DISPATCH)
+        case cpu_isa::amx:
+        case cpu_isa::avx512:
+            return isa_avx512::kTq;
+        case cpu_isa::avx2:
+            return isa_avx2::kTq;
+#else
+        case cpu_isa::amx:
+        case cpu_isa::avx512:
+        case cpu_isa::avx2:
+#endif
+        case cpu_isa::sse2:
+            return isa_sse2::kTq;
+    }
+    return isa_sse2::kTq;
+}
+
+}  // namespace glimpse::detail::cpu_impl

@@ -1,0 +1,125 @@
+#pragma once
+// Which SIMD kernels the cpu backend runs, chosen at run time from what the CPU reports (as
+// oneDNN and BLIS do), so that one build — the README's baseline x86-64 `dev` build included —
+// runs the widest kernels the machine has. The kernels themselves are compiled once per level
+// with target attributes (cpu/attention.hpp, cpu/bf16_gemm.hpp); nothing here needs -march.
+//
+// The levels are ordered, each containing the ones before it:
+//   sse2    4-lane vectors: the x86-64 baseline (on other architectures, the portable
+//           vector-extension path under the same name)
+//   avx2    8 lanes, FMA (Haswell / Zen 1 and later)
+//   avx512  16 lanes (F, BW, DQ, VL: Skylake-SP / Zen 4 and later)
+//   amx     avx512 plus AMX-BF16 tiles for bf16 matmul precision (Sapphire Rapids and later)
+//
+// GLIMPSE_CPU_ISA=sse2|avx2|avx512|amx in the environment forces a level for the whole process
+// (to compare paths, or to test a narrower one on a wide machine). A level this CPU lacks is an
+// error, never a quiet step down: the user asked for those kernels.
+
+#include <array>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "glimpse/backend/cpu/bf16_gemm.hpp"
+#include "glimpse/core/error.hpp"
+
+namespace glimpse {
+
+enum class cpu_isa { sse2, avx2, avx512, amx };
+
+inline constexpr std::array<cpu_isa, 4> all_cpu_isas{cpu_isa::sse2, cpu_isa::avx2, cpu_isa::avx512, cpu_isa::amx};
+
+inline constexpr std::string_view name(cpu_isa i) {
+    switch (i) {
+        case cpu_isa::sse2:
+            return "sse2";
+        case cpu_isa::avx2:
+            return "avx2";
+        case cpu_isa::avx512:
+            return "avx512";
+        case cpu_isa::amx:
+            return "amx";
+    }
+    return "?";
+}
+
+namespace detail::cpu_impl {
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GLIMPSE_CPU_X86_DISPATCH 1
+#endif
+
+// Whether this CPU (and the OS, which must save the wider registers) runs level i's kernels.
+// __builtin_cpu_supports checks XGETBV as well as CPUID for the AVX and AVX-512 state.
+inline bool cpu_has(cpu_isa i) {
+#if defined(GLIMPSE_CPU_X86_DISPATCH)
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    switch (i) {
+        case cpu_isa::sse2:
+            return true;
+        case cpu_isa::avx2:
+            return avx2;
+        case cpu_isa::avx512:
+            return avx512;
+        case cpu_isa::amx:
+            return avx512 && amx_bf16_available();
+    }
+    return false;
+#else
+    return i == cpu_isa::sse2;
+#endif
+}
+
+inline cpu_isa best_isa() {
+    cpu_isa best = cpu_isa::sse2;
+    for (cpu_isa i : all_cpu_isas)
+        if (cpu_has(i)) best = i;
+    return best;
+}
+
+// The level a GLIMPSE_CPU_ISA value names; an unknown name or one this CPU lacks is an error.
+inline cpu_isa parse_isa(std::string_view s) {
+    for (cpu_isa i : all_cpu_isas)
+        if (s == name(i)) {
+            check(cpu_has(i), "GLIMPSE_CPU_ISA=", s, ": this CPU does not run the ", s, " kernels (it runs up to ",
+                  name(best_isa()), ")");
+            return i;
+        }
+    fail("GLIMPSE_CPU_ISA=", s, ": not a level (sse2, avx2, avx512, amx)");
+}
+
+// GLIMPSE_CPU_ISA when set, else the best level: what a default-constructed cpu backend runs.
+// Decided once per process, like OpenMP's and OpenBLAS's own environment variables.
+inline cpu_isa default_isa() {
+    static const cpu_isa isa = [] {
+        const char* e = std::getenv("GLIMPSE_CPU_ISA");
+        return e && *e ? parse_isa(e) : best_isa();
+    }();
+    return isa;
+}
+
+}  // namespace detail::cpu_impl
+
+// The levels this CPU runs, narrowest first (sse2 is always one).
+inline std::vector<cpu_isa> supported_cpu_isas() {
+    std::vector<cpu_isa> out;
+    for (cpu_isa i : all_cpu_isas)
+        if (detail::cpu_impl::cpu_has(i)) out.push_back(i);
+    return out;
+}
+
+// One line for --verbose and benchmark labels: "avx512 (this CPU: sse2 avx2 avx512; no amx)".
+inline std::string describe_cpu_isa(cpu_isa running) {
+    std::string s(name(running));
+    s += " (this CPU:";
+    std::string missing;
+    for (cpu_isa i : all_cpu_isas) (detail::cpu_impl::cpu_has(i) ? s : missing) += " " + std::string(name(i));
+    s += missing.empty() ? ")" : ";" + std::string(" lacks") + missing + ")";
+    return s;
+}
+
+}  // namespace glimpse
