@@ -54,6 +54,17 @@ struct attn_call {
 
 #define GLIMPSE_CPU_INLINE inline __attribute__((always_inline))
 
+// A target region: every function defined between BEGIN and END may use level t's instructions.
+#define GLIMPSE_CPU_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#if defined(__clang__)
+#define GLIMPSE_CPU_TARGET_BEGIN(t) \
+    GLIMPSE_CPU_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define GLIMPSE_CPU_TARGET_END GLIMPSE_CPU_PRAGMA(clang attribute pop)
+#else
+#define GLIMPSE_CPU_TARGET_BEGIN(t) GLIMPSE_CPU_PRAGMA(GCC push_options) GLIMPSE_CPU_PRAGMA(GCC target(t))
+#define GLIMPSE_CPU_TARGET_END GLIMPSE_CPU_PRAGMA(GCC pop_options)
+#endif
+
 #define GLIMPSE_CPU_KERNEL_NS isa_sse2
 #define GLIMPSE_CPU_LANES 4
 #include "glimpse/backend/cpu/attention_kernel.inc"
@@ -63,36 +74,17 @@ struct attn_call {
 #if defined(GLIMPSE_CPU_X86_DISPATCH)
 #define GLIMPSE_CPU_KERNEL_NS isa_avx2
 #define GLIMPSE_CPU_LANES 8
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+GLIMPSE_CPU_TARGET_BEGIN("avx2,fma")
 #include "glimpse/backend/cpu/attention_kernel.inc"
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLIMPSE_CPU_TARGET_END
 #undef GLIMPSE_CPU_KERNEL_NS
 #undef GLIMPSE_CPU_LANES
 
 #define GLIMPSE_CPU_KERNEL_NS isa_avx512
 #define GLIMPSE_CPU_LANES 16
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
-#endif
+GLIMPSE_CPU_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 #include "glimpse/backend/cpu/attention_kernel.inc"
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+GLIMPSE_CPU_TARGET_END
 #undef GLIMPSE_CPU_KERNEL_NS
 #undef GLIMPSE_CPU_LANES
 #endif
