@@ -242,12 +242,11 @@ public:
     // Which kernels this backend runs; set_isa refuses a level the CPU lacks.
     cpu_isa isa() const { return isa_; }
     void set_isa(cpu_isa i) {
-        detail::check(detail::cpu_impl::cpu_has(i), "cpu backend: this CPU does not run the ", glimpse::name(i),
-                      " kernels (it runs up to ", glimpse::name(detail::cpu_impl::best_isa()), ")");
+        detail::cpu_impl::require_isa(i, "cpu backend");
         isa_ = i;
     }
     // Queries per attention tile at the current level.
-    std::int64_t attention_tile_q() const { return detail::cpu_impl::attention_tile_q(isa_); }
+    std::int64_t attention_tile_q() const { return detail::cpu_impl::attention_kernel(isa_).tile_q; }
 
     // f32 (the default) or bf16 inputs for gemm; see core/backend.hpp.
     void set_matmul_precision(glimpse::matmul_precision p) { precision_ = p; }
@@ -446,7 +445,7 @@ public:
                                  Q.stride(0), Q.stride(1), K.stride(0), K.stride(1), V.stride(0), V.stride(1),
                                  out.stride(0), out.stride(1), d.d, d.dv, a.scale * 1.4426950408889634f,
                                  a.mask.empty() ? nullptr : a.mask.ptr<float>(), a.mask.empty() ? 0 : a.mask.stride(0)};
-        ci::attention_f32(isa_, ci::attn_call{p, d, a.segments, maps, QW});
+        ci::attention_kernel(isa_).run(ci::attn_call{p, d, a.segments, maps, QW});
     }
 
     // ---- backward ops (TrainingBackend) ----

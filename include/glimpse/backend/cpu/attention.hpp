@@ -50,6 +50,13 @@ struct attn_call {
     cview query_weights;  // f32 [R, Sq] when maps.pooled is asked for, else empty
 };
 
+// One level's copy of the kernel: its entry point and queries per tile (the kernels' unit of
+// work; tests size their inputs by it).
+struct attn_kernel {
+    void (*run)(const attn_call&);
+    std::int64_t tile_q;
+};
+
 }  // namespace glimpse::detail::cpu_impl
 
 #define GLIMPSE_CPU_INLINE inline __attribute__((always_inline))
@@ -91,46 +98,14 @@ GLIMPSE_CPU_TARGET_END
 
 namespace glimpse::detail::cpu_impl {
 
-// Runs c on level isa's kernel; the caller has checked that the CPU runs it (cpu_has).
-inline void attention_f32(cpu_isa isa, const attn_call& c) {
-    switch (isa) {
+// Level isa's kernel; the caller has checked that the CPU runs it (cpu_has). amx runs the
+// avx512 copy (AMX matters to the bf16 gemm only).
+inline const attn_kernel& attention_kernel(cpu_isa isa) {
 #if defined(GLIMPSE_CPU_X86_DISPATCH)
-        case cpu_isa::amx:
-        case cpu_isa::avx512:
-            isa_avx512::run(c);
-            return;
-        case cpu_isa::avx2:
-            isa_avx2::run(c);
-            return;
-#else
-        case cpu_isa::amx:
-        case cpu_isa::avx512:
-        case cpu_isa::avx2:
+    if (isa >= cpu_isa::avx512) return isa_avx512::kernel;
+    if (isa == cpu_isa::avx2) return isa_avx2::kernel;
 #endif
-        case cpu_isa::sse2:
-            isa_sse2::run(c);
-            return;
-    }
-}
-
-// Queries per tile at level isa: the kernels' unit of work (tests size inputs by it).
-inline std::int64_t attention_tile_q(cpu_isa isa) {
-    switch (isa) {
-#if defined(GLIMPSE_CPU_X86_DISPATCH)
-        case cpu_isa::amx:
-        case cpu_isa::avx512:
-            return isa_avx512::kTq;
-        case cpu_isa::avx2:
-            return isa_avx2::kTq;
-#else
-        case cpu_isa::amx:
-        case cpu_isa::avx512:
-        case cpu_isa::avx2:
-#endif
-        case cpu_isa::sse2:
-            return isa_sse2::kTq;
-    }
-    return isa_sse2::kTq;
+    return isa_sse2::kernel;
 }
 
 }  // namespace glimpse::detail::cpu_impl

@@ -81,12 +81,16 @@ inline cpu_isa best_isa() {
     return best;
 }
 
+// Refuses a level this CPU lacks; `who` starts the message ("cpu backend", "GLIMPSE_CPU_ISA=x").
+inline void require_isa(cpu_isa i, std::string_view who) {
+    check(cpu_has(i), who, ": this CPU does not run the ", name(i), " kernels (it runs up to ", name(best_isa()), ")");
+}
+
 // The level a GLIMPSE_CPU_ISA value names; an unknown name or one this CPU lacks is an error.
 inline cpu_isa parse_isa(std::string_view s) {
     for (cpu_isa i : all_cpu_isas)
         if (s == name(i)) {
-            check(cpu_has(i), "GLIMPSE_CPU_ISA=", s, ": this CPU does not run the ", s, " kernels (it runs up to ",
-                  name(best_isa()), ")");
+            require_isa(i, "GLIMPSE_CPU_ISA=" + std::string(s));
             return i;
         }
     fail("GLIMPSE_CPU_ISA=", s, ": not a level (sse2, avx2, avx512, amx)");
@@ -112,14 +116,11 @@ inline std::vector<cpu_isa> supported_cpu_isas() {
     return out;
 }
 
-// One line for --verbose and benchmark labels: "avx512 (this CPU: sse2 avx2 avx512; no amx)".
+// One line for --verbose and benchmark labels: "avx512 (this CPU: sse2 avx2 avx512; lacks amx)".
 inline std::string describe_cpu_isa(cpu_isa running) {
-    std::string s(name(running));
-    s += " (this CPU:";
-    std::string missing;
-    for (cpu_isa i : all_cpu_isas) (detail::cpu_impl::cpu_has(i) ? s : missing) += " " + std::string(name(i));
-    s += missing.empty() ? ")" : ";" + std::string(" lacks") + missing + ")";
-    return s;
+    std::string has, lacks;
+    for (cpu_isa i : all_cpu_isas) (detail::cpu_impl::cpu_has(i) ? has : lacks) += " " + std::string(name(i));
+    return std::string(name(running)) + " (this CPU:" + has + (lacks.empty() ? "" : "; lacks" + lacks) + ")";
 }
 
 }  // namespace glimpse
