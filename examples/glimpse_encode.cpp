@@ -86,15 +86,13 @@ int run(B& be, const glimpse::device_spec& dev, const std::string& model, const 
     const auto& cfg = enc.config();
     const auto grid = px.grid_thw[0];
     const std::int64_t n = grid[0] * grid[1] * grid[2], merged = n / cfg.merge_group();
-    const char* how = "";
-    if constexpr (std::is_same_v<B, cpu>)
-        if (precision == glimpse::matmul_precision::bf16)
-            how = be.bf16_gemm_native() ? " on AMX" : ", emulated: no AMX here";
+    std::string how;
+    if constexpr (std::is_same_v<B, cpu>) how = ", gemm " + std::string(be.gemm_kernel());
     const std::string where = std::is_same_v<B, cpu> ? std::string("cpu") : "cuda:" + std::to_string(dev.index);
     std::string kernels;
     if constexpr (std::is_same_v<B, cpu>) kernels = ", kernels " + glimpse::describe_cpu_isa(be.isa());
     std::printf("glimpse %s: encode (backend: %s, matmul precision %s%s%s)\n", GLIMPSE_VERSION_STRING, where.c_str(),
-                std::string(glimpse::name(precision)).c_str(), how, kernels.c_str());
+                std::string(glimpse::name(precision)).c_str(), how.c_str(), kernels.c_str());
     std::printf("  model    %s (%s, depth %lld, D=%lld, heads %lld)\n", model.c_str(),
                 std::string(models::name(cfg.family)).c_str(), static_cast<long long>(cfg.depth),
                 static_cast<long long>(cfg.hidden_size), static_cast<long long>(cfg.num_heads));

@@ -36,7 +36,10 @@ struct gemm_case {
 // both transpositions, the three weight dtypes and the plain and general epilogues.
 std::vector<gemm_case> cases() {
     std::vector<gemm_case> out;
-    const std::int64_t shapes[][3] = {{1, 17, 33}, {37, 300, 29}, {64, 64, 64}, {100, 70, 1176}, {130, 129, 95}};
+    // (and of the packed kernels': 6-row x 64-column tiles, 128-slot K blocks, threads sharing rows
+    // or, for short M, columns)
+    const std::int64_t shapes[][3] = {{1, 17, 33},     {37, 300, 29},  {64, 64, 64},
+                                      {100, 70, 1176}, {130, 129, 95}, {250, 140, 600}};
     int i = 0;
     for (const auto& s : shapes)
         for (bool ta : {false, true})
@@ -71,36 +74,44 @@ tensor run_case(B& be, const gemm_case& c, bool round, Gemm&& gemm) {
 }  // namespace
 
 TEST_CASE("bf16 matmul precision: cpu gemm is the f32 sum of bf16-rounded products", "[backend][gemm][bf16]") {
-    cpu fast(matmul_precision::bf16);
-    cpu exact;
-    reference oracle;
-    CHECK(fast.matmul_precision() == matmul_precision::bf16);
-    CHECK(exact.matmul_precision() == matmul_precision::f32);
-    if (verbose())
-        std::printf("bf16 gemm path: %s\n", fast.bf16_gemm_native() ? "AMX tiles" : "emulation (no AMX here)");
-    const auto gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
-                         const cview& bias) { be.gemm(a, b, c, g, bias); };
-    for (const auto& c : cases()) {
-        INFO("m=" << c.m << " n=" << c.n << " k=" << c.k << " ta=" << c.ta << " tb=" << c.tb << " B " << name(c.bt)
-                  << " alpha=" << c.alpha << " beta=" << c.beta << " bias=" << c.bias);
-        const tensor ours = run_case(fast, c, false, gemm);
-        const tensor want = run_case(oracle, c, true, gemm);
-        const tensor f32 = run_case(exact, c, false, gemm);
-        const auto e = compare(ours.cv(), want.cv());
-        const auto off = compare(f32.cv(), want.cv());
+    // Every kernel this CPU runs: sgemm emulation (sse2, avx2), packed FMA on rounded operands
+    // (avx512), VDPBF16PS (avx512_bf16), AMX tiles (amx).
+    for (cpu_isa level : supported_cpu_isas()) {
+        cpu fast(matmul_precision::bf16);
+        fast.set_isa(level);
+        cpu exact;
+        exact.set_isa(level);
+        reference oracle;
+        CHECK(fast.matmul_precision() == matmul_precision::bf16);
+        CHECK(exact.matmul_precision() == matmul_precision::f32);
+        INFO("level " << name(level) << ": " << fast.gemm_kernel());
         if (verbose())
-            std::printf("  %4lld x %4lld x %4lld ta%d tb%d %-4s: rel %.2e vs rounded oracle, f32 is %.2e off it\n",
-                        static_cast<long long>(c.m), static_cast<long long>(c.n), static_cast<long long>(c.k),
-                        c.ta, c.tb, std::string(name(c.bt)).c_str(), e.rel(), off.rel());
-        test::record_bound(__FILE__, __LINE__, "bf16 gemm vs rounded oracle", e.rel(), test::kF32Op);
-        REQUIRE(e.rel() < test::kF32Op);
-        // The columns outside the view were not touched.
-        for (std::int64_t i = 0; i < c.m; ++i) {
-            REQUIRE(ours.at({i, 0}) == want.at({i, 0}));
-            REQUIRE(ours.at({i, c.n + 4}) == want.at({i, c.n + 4}));
+            std::printf("bf16 gemm path at %s: %s\n", std::string(name(level)).c_str(),
+                        std::string(fast.gemm_kernel()).c_str());
+        const auto gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
+                             const cview& bias) { be.gemm(a, b, c, g, bias); };
+        for (const auto& c : cases()) {
+            INFO("m=" << c.m << " n=" << c.n << " k=" << c.k << " ta=" << c.ta << " tb=" << c.tb << " B " << name(c.bt)
+                      << " alpha=" << c.alpha << " beta=" << c.beta << " bias=" << c.bias);
+            const tensor ours = run_case(fast, c, false, gemm);
+            const tensor want = run_case(oracle, c, true, gemm);
+            const tensor f32 = run_case(exact, c, false, gemm);
+            const auto e = compare(ours.cv(), want.cv());
+            const auto off = compare(f32.cv(), want.cv());
+            if (verbose())
+                std::printf("  %4lld x %4lld x %4lld ta%d tb%d %-4s: rel %.2e vs rounded oracle, f32 is %.2e off it\n",
+                            static_cast<long long>(c.m), static_cast<long long>(c.n), static_cast<long long>(c.k), c.ta,
+                            c.tb, std::string(name(c.bt)).c_str(), e.rel(), off.rel());
+            test::record_bound(__FILE__, __LINE__, "bf16 gemm vs rounded oracle", e.rel(), test::kF32Op);
+            REQUIRE(e.rel() < test::kF32Op);
+            // The columns outside the view were not touched.
+            for (std::int64_t i = 0; i < c.m; ++i) {
+                REQUIRE(ours.at({i, 0}) == want.at({i, 0}));
+                REQUIRE(ours.at({i, c.n + 4}) == want.at({i, c.n + 4}));
+            }
+            // Rounding A (always f32 here) to bf16 moves the product by ~2^-9 relative: the mode did something.
+            if (c.k >= 29) CHECK(off.rel() > 1e-4);
         }
-        // Rounding A (always f32 here) to bf16 moves the product by ~2^-9 relative: the mode did something.
-        if (c.k >= 29) CHECK(off.rel() > 1e-4);
     }
 }
 
@@ -148,8 +159,7 @@ TEST_CASE("bf16 matmul precision: the AMX kernel itself, where the CPU has AMX",
                                         g.beta, c.ptr<float>(), c.stride(0));
         if (!bias.empty())
             for (std::int64_t i = 0; i < c.size(0); ++i)
-                for (std::int64_t j = 0; j < c.size(1); ++j)
-                    c.ptr<float>()[i * c.stride(0) + j] += bias.at({j});
+                for (std::int64_t j = 0; j < c.size(1); ++j) c.ptr<float>()[i * c.stride(0) + j] += bias.at({j});
     };
     const auto oracle_gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
                                 const cview& bias) {
@@ -170,3 +180,39 @@ TEST_CASE("bf16 matmul precision: the AMX kernel itself, where the CPU has AMX",
     }
 #endif
 }
+
+#if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+TEST_CASE("packed gemm: op(B) packed in column chunks equals the reference, every slot kind this CPU runs",
+          "[backend][gemm][packed]") {
+    // cpu::gemm reaches the chunked path only past 16 MiB of packed op(B); here a small cap sends
+    // a small problem through it (5 chunks of 2 panels, a last one short), on two threads.
+    using detail::cpu_impl::gemm_operand;
+    namespace packed = detail::cpu_impl::packed;
+    if (!detail::cpu_impl::cpu_has(cpu_isa::avx512)) {
+        std::printf("no AVX-512: test skipped (the packed kernels do not run on this CPU)\n");
+        return;
+    }
+    reference oracle;
+    const std::int64_t m = 130, n = 600, k = 300;
+    const tensor a = randn(shape{m, k}, 31);
+    const tensor w = randn(shape{n, k}, 32, 1.0f, dtype::bf16);
+    const tensor c0 = randn(shape{m, n}, 33);
+    for (packed::slots kind : {packed::slots::f32, packed::slots::bf16_rounded, packed::slots::bf16_pairs}) {
+        if (kind == packed::slots::bf16_pairs && !detail::cpu_impl::cpu_has(cpu_isa::avx512_bf16)) {
+            std::printf("no avx512_bf16: the VDPBF16PS case is skipped\n");
+            continue;
+        }
+        INFO("slot kind " << static_cast<int>(kind));
+        tensor ours = c0.to(dtype::f32);
+        const std::int64_t total = kind == packed::slots::bf16_pairs ? (k + 1) / 2 : k;
+        packed::gemm(gemm_operand{a.data(), dtype::f32, k, false}, gemm_operand{w.data(), dtype::bf16, k, true}, m, n,
+                     k, 0.75f, 0.5f, ours.ptr<float>(), n, kind, 2 * total * packed::kNr);
+        tensor want = c0.to(dtype::f32);
+        const tensor ar = kind == packed::slots::f32 ? a.to(dtype::f32) : a.to(dtype::bf16);
+        oracle.gemm(ar.cv(), w.cv(), want.v(), gemm_args{.trans_b = true, .alpha = 0.75f, .beta = 0.5f}, cview{});
+        const auto e = compare(ours.cv(), want.cv());
+        test::record_bound(__FILE__, __LINE__, "packed gemm, chunked op(B), vs reference", e.rel(), test::kF32Op);
+        REQUIRE(e.rel() < test::kF32Op);
+    }
+}
+#endif

@@ -27,14 +27,15 @@ TEST_CASE("cpu ISA levels: the ones this CPU has are tested, the others are name
 }
 
 TEST_CASE("cpu ISA: each level runs its own kernel width", "[backend][isa]") {
-    // 4, 8, 16 lanes x 4 vectors of queries per attention tile: the three copies are distinct code.
-    const std::int64_t tile[] = {16, 32, 64, 64};
+    // 4, 8, 16 lanes x 4 vectors of queries per attention tile: the three copies are distinct code
+    // (avx512_bf16 and amx run the avx512 attention; they differ in gemm).
+    const std::int64_t tile[] = {16, 32, 64, 64, 64};
     for (cpu_isa i : supported_cpu_isas()) {
         cpu be;
         be.set_isa(i);
         CHECK(be.isa() == i);
         CHECK(be.attention_tile_q() == tile[static_cast<int>(i)]);
-        CHECK(be.bf16_gemm_native() == (i == cpu_isa::amx));
+        CHECK(be.bf16_gemm_native() == (i >= cpu_isa::avx512_bf16));
     }
 }
 
@@ -51,7 +52,7 @@ TEST_CASE("cpu ISA: GLIMPSE_CPU_ISA names a level, and a wrong one is an error, 
         }
     }
     REQUIRE_THROWS_WITH(detail::cpu_impl::parse_isa("AVX512"),
-                        Catch::Contains("not a level (sse2, avx2, avx512, amx)"));
+                        Catch::Contains("not a level (sse2, avx2, avx512, avx512_bf16, amx)"));
     REQUIRE_THROWS_WITH(detail::cpu_impl::parse_isa("avx-512"), Catch::Contains("not a level"));
     // What a default backend runs: the environment's level, else the best.
     const char* e = std::getenv("GLIMPSE_CPU_ISA");

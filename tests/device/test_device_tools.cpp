@@ -120,11 +120,10 @@ TEST_CASE("tools' --precision bf16 on cuda is refused before any device is looke
         kToolsHaveCuda ? "--precision bf16: the cuda backend computes its GEMMs in f32 only" : "built without CUDA";
     GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
     GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
-    check_refusal(
-            run(dir, "", GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device cuda:0 --precision bf16"),
-            "glimpse-compare", needle);
+    check_refusal(run(dir, "", GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device cuda:0 --precision bf16"),
+                  "glimpse-compare", needle);
     check_refusal(run(dir, "", GLIMPSE_ENCODE_EXE, encode_args() + " --device cuda:0 --precision bf16"),
-                      "glimpse-encode", needle);
+                  "glimpse-encode", needle);
 }
 
 TEST_CASE("glimpse-train --device: cpu only, and it says so for cuda", "[device][cli]") {
@@ -163,6 +162,10 @@ TEST_CASE("glimpse-encode runs the SIMD level GLIMPSE_CPU_ISA names and refuses 
     INFO("stdout: " << sse2.out << "\nstderr: " << sse2.err);
     CHECK(sse2.code == 0);
     CHECK(sse2.out.find(", kernels sse2 (this CPU:") != std::string::npos);
+    // ... and names the GEMM that ran: the BLAS below avx512, the packed kernel from it on.
+    CHECK(sse2.out.find(", gemm f32 BLAS sgemm,") != std::string::npos);
+    if (glimpse::detail::cpu_impl::default_isa() >= glimpse::cpu_isa::avx512)
+        CHECK(best.out.find(", gemm f32 packed FMA (avx512),") != std::string::npos);
     // The same numbers on the narrowest kernels: the mass line (4 decimals) is identical.
     const auto mass = [](const std::string& out) {
         const auto at = out.find("attention mass inside the box");
@@ -172,6 +175,6 @@ TEST_CASE("glimpse-encode runs the SIMD level GLIMPSE_CPU_ISA names and refuses 
     const auto bad = run(dir, "GLIMPSE_CPU_ISA=avx9 ", GLIMPSE_ENCODE_EXE, encode_args());
     INFO("stdout: " << bad.out << "\nstderr: " << bad.err);
     CHECK(bad.code == 1);
-    CHECK(bad.err == "glimpse-encode: GLIMPSE_CPU_ISA=avx9: not a level (sse2, avx2, avx512, amx)\n");
+    CHECK(bad.err == "glimpse-encode: GLIMPSE_CPU_ISA=avx9: not a level (sse2, avx2, avx512, avx512_bf16, amx)\n");
     CHECK(bad.out.empty());
 }

@@ -290,9 +290,15 @@ TEST_CASE("qwen token orders: closed forms, worked example, permutations, window
     }
     // Permutations, and the window index / cu_window_seqlens of transformers'
     // brute force, on square, non-square, non-divisible grids and batches with frames.
-    const std::vector<std::vector<models::grid_thw_t>> cases = {
-        {{1, 8, 8}},   {{1, 10, 12}}, {{1, 6, 22}},  {{1, 34, 10}}, {{1, 2, 2}},
-        {{1, 18, 18}}, {{2, 8, 12}},  {{1, 4, 6}, {2, 4, 4}}, {{1, 14, 30}, {1, 16, 16}, {3, 2, 6}}};
+    const std::vector<std::vector<models::grid_thw_t>> cases = {{{1, 8, 8}},
+                                                                {{1, 10, 12}},
+                                                                {{1, 6, 22}},
+                                                                {{1, 34, 10}},
+                                                                {{1, 2, 2}},
+                                                                {{1, 18, 18}},
+                                                                {{2, 8, 12}},
+                                                                {{1, 4, 6}, {2, 4, 4}},
+                                                                {{1, 14, 30}, {1, 16, 16}, {3, 2, 6}}};
     for (const auto& grids : cases) {
         const auto L = models::make_qwen_layout(grids, 4);
         const auto n = models::total_patches(grids);
@@ -342,7 +348,9 @@ void check_tower_parity(const std::string& dir, const std::string& expected, int
         const auto grids = grids_of(fx["grid_thw." + K]);
         const tensor pix = fx.file.load("pixel_values." + K).to(dtype::f32);
         INFO(B::name() << " " << models::name(cfg.family) << " case " << k << " (" << grids.size() << " images)");
-        if (verbose()) std::printf("%s %s case %d:\n", std::string(B::name()).c_str(), std::string(models::name(cfg.family)).c_str(), k);
+        if (verbose())
+            std::printf("%s %s case %d:\n", std::string(B::name()).c_str(),
+                        std::string(models::name(cfg.family)).c_str(), k);
         const auto out = tower.encode(be, pix.cv(), grids);
         const tensor hidden = be.download(out.hidden.cv()), merged = be.download(out.merged.cv());
         report("hidden", test::compare(hidden.cv(), fx["hidden." + K]));
@@ -507,39 +515,48 @@ TEMPLATE_TEST_CASE("qwen3-vl tower with bf16 weights stays bf16 and matches the 
 //    exact forward's (measured 0.0-0.32), which only holds if the roundings are made where
 //    transformers' Linear / Conv3d inputs are;
 //  * exactness where no flip occurs: Qwen3's case 0 (16 patches) within kF32Rel of the oracle
-//    (measured 2.3e-7 on AMX and on the emulation; a flip would show as >= 1e-3).
+//    (measured 2.3e-7 on AMX and on the sgemm emulation, 1.4e-7 on the packed f32 kernel). On
+//    VDPBF16PS (avx512_bf16) the pairs are summed in another order and case 0 does flip: hidden
+//    2.0e-6, merged 4.8e-4 (Zen 5); there the first two checks hold it, and the GEMM itself is
+//    held to kF32Op of the rounded oracle in test_bf16_gemm.cpp.
+// Every SIMD level this CPU runs is checked: each has its own bf16 GEMM kernel.
 template <class Tower>
 void check_bf16_matmul_parity(const std::string& dir, const std::string& family) {
-    cpu be(matmul_precision::bf16);
-    const checkpoint ck(dir);
-    const auto cfg = models::qwen_vision_config::load(dir);
-    const auto tower = Tower::load(be, ck, cfg);
-    const test::fixture inputs(std::string(fs::path(dir).filename()) + "_expected.safetensors");
-    const test::fixture fx("bf16_matmul_expected.safetensors");
-    const int cases = static_cast<int>(fx.i(family + ".cases"));
-    REQUIRE(cases >= 1);
-    for (int k = 0; k < cases; ++k) {
-        const std::string K = std::to_string(k);
-        INFO(family << " case " << k);
-        const auto grids = grids_of(inputs["grid_thw." + K]);
-        const tensor pix = inputs.file.load("pixel_values." + K).to(dtype::f32);
-        const auto out = tower.encode(be, pix.cv(), grids);
-        std::vector<std::pair<std::string, cview>> got{{"hidden", out.hidden.cv()}, {"merged", out.merged.cv()}};
-        for (std::size_t j = 0; j < out.deepstack.size(); ++j)
-            got.push_back({"deepstack." + std::to_string(j), out.deepstack[j].cv()});
-        for (const auto& [n, v] : got) {
-            INFO(n);
-            const cview want = fx[family + "." + n + "." + K], exact = inputs[n + "." + K];
-            const double ours_rms = test::compare(v, want).rms(), exact_rms = test::compare(exact, want).rms();
-            if (verbose()) {
-                std::printf("%s bf16 matmul case %d: RMS to rounded oracle %.2e, exact forward's %.2e; vs exact:\n",
-                            family.c_str(), k, ours_rms, exact_rms);
-                report(n.c_str(), test::compare(v, exact));
-                report("  vs rounded oracle", test::compare(v, want));
+    for (cpu_isa level : supported_cpu_isas()) {
+        INFO("level " << name(level));
+        cpu be(matmul_precision::bf16);
+        be.set_isa(level);
+        const checkpoint ck(dir);
+        const auto cfg = models::qwen_vision_config::load(dir);
+        const auto tower = Tower::load(be, ck, cfg);
+        const test::fixture inputs(std::string(fs::path(dir).filename()) + "_expected.safetensors");
+        const test::fixture fx("bf16_matmul_expected.safetensors");
+        const int cases = static_cast<int>(fx.i(family + ".cases"));
+        REQUIRE(cases >= 1);
+        for (int k = 0; k < cases; ++k) {
+            const std::string K = std::to_string(k);
+            INFO(family << " case " << k);
+            const auto grids = grids_of(inputs["grid_thw." + K]);
+            const tensor pix = inputs.file.load("pixel_values." + K).to(dtype::f32);
+            const auto out = tower.encode(be, pix.cv(), grids);
+            std::vector<std::pair<std::string, cview>> got{{"hidden", out.hidden.cv()}, {"merged", out.merged.cv()}};
+            for (std::size_t j = 0; j < out.deepstack.size(); ++j)
+                got.push_back({"deepstack." + std::to_string(j), out.deepstack[j].cv()});
+            for (const auto& [n, v] : got) {
+                INFO(n);
+                const cview want = fx[family + "." + n + "." + K], exact = inputs[n + "." + K];
+                const double ours_rms = test::compare(v, want).rms(), exact_rms = test::compare(exact, want).rms();
+                if (verbose()) {
+                    std::printf("%s bf16 matmul case %d: RMS to rounded oracle %.2e, exact forward's %.2e; vs exact:\n",
+                                family.c_str(), k, ours_rms, exact_rms);
+                    report(n.c_str(), test::compare(v, exact));
+                    report("  vs rounded oracle", test::compare(v, want));
+                }
+                GLIMPSE_REQUIRE_CLOSE(v, exact, 1e-2);
+                if (n == "hidden") CHECK(ours_rms < 0.5 * exact_rms);
+                if (family == "qwen3_vl" && k == 0 && level != cpu_isa::avx512_bf16)
+                    GLIMPSE_REQUIRE_CLOSE(v, want, kF32Rel);
             }
-            GLIMPSE_REQUIRE_CLOSE(v, exact, 1e-2);
-            if (n == "hidden") CHECK(ours_rms < 0.5 * exact_rms);
-            if (family == "qwen3_vl" && k == 0) GLIMPSE_REQUIRE_CLOSE(v, want, kF32Rel);
         }
     }
 }
@@ -618,8 +635,8 @@ TEST_CASE("qwen2.5-vl: a raster heatmap reaches the policy head in window order"
 }
 
 TEST_CASE("qwen3-vl: a raster heatmap reaches the policy head in merge-block order", "[models][qwen][heatmap]") {
-    check_heatmap_reaches_head<models::qwen3_vision<cpu>, nn::ln_gelu_tanh>(kQ3, "qwen3_vl_tiny_expected.safetensors", 1,
-                                                                           heatmap::site::before_merger());
+    check_heatmap_reaches_head<models::qwen3_vision<cpu>, nn::ln_gelu_tanh>(kQ3, "qwen3_vl_tiny_expected.safetensors",
+                                                                            1, heatmap::site::before_merger());
 }
 
 TEST_CASE("qwen2.5-vl: block attention maps come back in window order, zero across windows", "[models][qwen]") {

@@ -32,7 +32,7 @@ namespace glimpse {
 struct device_spec {
     enum class kind_t : unsigned char { cpu, cuda };
     kind_t kind = kind_t::cpu;
-    int index = 0;  // cuda:N
+    int index = 0;                                                         // cuda:N
     glimpse::matmul_precision precision = glimpse::matmul_precision::f32;  // --precision (cpu only)
 
     std::string str() const {
@@ -73,11 +73,12 @@ inline glimpse::matmul_precision parse_matmul_precision(std::string_view s) {
 }
 
 // Which kernels a backend runs, for the tools' --verbose: the cpu's SIMD level and what the
-// CPU has ("avx512 (this CPU: sse2 avx2 avx512; lacks amx)"), or the backend's name.
+// CPU has and the GEMM kernel ("avx512 (this CPU: sse2 avx2 avx512; lacks avx512_bf16 amx); gemm
+// f32 packed FMA (avx512)"), or the backend's name.
 template <class B>
 std::string describe_kernels(const B& be) {
     if constexpr (std::is_same_v<B, cpu>)
-        return describe_cpu_isa(be.isa());
+        return describe_cpu_isa(be.isa()) + "; gemm " + std::string(be.gemm_kernel());
     else
         return std::string(B::name());
 }

@@ -26,6 +26,7 @@
 #include <cstring>
 #include <vector>
 
+#include "glimpse/backend/cpu/gemm_operand.hpp"
 #include "glimpse/core/dtype.hpp"
 
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
@@ -40,31 +41,6 @@
 #endif
 
 namespace glimpse::detail::cpu_impl {
-
-// One GEMM operand as stored: op(X) = X or X^T of a row-major matrix with leading dimension ld.
-struct gemm_operand {
-    const std::byte* data;
-    dtype type;
-    std::int64_t ld;
-    bool trans;
-};
-
-// Element offset of op(X)[row, col].
-inline std::int64_t operand_index(const gemm_operand& x, std::int64_t row, std::int64_t col) {
-    return x.trans ? col * x.ld + row : row * x.ld + col;
-}
-
-inline float operand_at(const gemm_operand& x, std::int64_t row, std::int64_t col) {
-    return load_f32(x.data, x.type, operand_index(x, row, col));
-}
-
-// op(X)[row, col] as bf16 bits: a bf16 operand's own bits (no round trip through f32).
-inline std::uint16_t bf16_bits(const gemm_operand& x, std::int64_t row, std::int64_t col) {
-    if (x.type == dtype::bf16) return reinterpret_cast<const bf16_t*>(x.data)[operand_index(x, row, col)].bits;
-    return to_bf16(operand_at(x, row, col)).bits;
-}
-
-inline float round_bf16(float f) { return to_f32(to_bf16(f)); }
 
 // ---- run-time capability ------------------------------------------------------------------
 
@@ -103,13 +79,13 @@ inline std::vector<float> rounded_dense(const gemm_operand& x, std::int64_t rows
 
 // ---- the AMX kernel -----------------------------------------------------------------------
 #if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
-#define GLIMPSE_AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,amx-tile,amx-bf16")))
+#define GLIMPSE_AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,amx-tile,amx-bf16")))
 
 namespace amx {
 
-inline constexpr std::int64_t kTm = 16;        // tile rows (M) and output columns (N) per tile
-inline constexpr std::int64_t kTk = 32;        // bf16 K elements per tile (64 bytes)
-inline constexpr std::int64_t kBlockN = 64;    // op(B) columns one thread packs and sweeps M with
+inline constexpr std::int64_t kTm = 16;          // tile rows (M) and output columns (N) per tile
+inline constexpr std::int64_t kTk = 32;          // bf16 K elements per tile (64 bytes)
+inline constexpr std::int64_t kBlockN = 64;      // op(B) columns one thread packs and sweeps M with
 inline constexpr std::int64_t kTileElems = 512;  // bf16 elements in one 16 x 64-byte tile
 
 struct alignas(64) tile_config {
@@ -134,18 +110,6 @@ GLIMPSE_AMX_TARGET inline void configure() {
 // maybe-uninitialized when they are inlined into a target-attribute function.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-// f32 -> bf16 bits, 16 at a time, bit-identical to to_bf16 (ties to even, NaN stays a quiet NaN;
-// unlike VCVTNEPS2BF16, denormals are kept).
-GLIMPSE_AMX_TARGET inline __m256i to_bf16x16(__m512 x) {
-    const __m512i u = _mm512_castps_si512(x);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
-    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
-}
 
 // Row i of op(A) [m, k] as bf16 into dst[0, kp), zero beyond k.
 GLIMPSE_AMX_TARGET inline void convert_a_row(const gemm_operand& a, std::int64_t i, std::int64_t k, std::int64_t kp,
@@ -217,10 +181,18 @@ struct c_tile {
 // paste it into the mnemonic), hence a switch over the four C tiles.
 #define GLIMPSE_AMX_ON_C_TILE(i, STMT) \
     switch (i) {                       \
-        case 0: STMT(0); break;        \
-        case 1: STMT(1); break;        \
-        case 2: STMT(2); break;        \
-        default: STMT(3); break;       \
+        case 0:                        \
+            STMT(0);                   \
+            break;                     \
+        case 1:                        \
+            STMT(1);                   \
+            break;                     \
+        case 2:                        \
+            STMT(2);                   \
+            break;                     \
+        default:                       \
+            STMT(3);                   \
+            break;                     \
     }
 
 GLIMPSE_AMX_TARGET inline void c_begin(int tmm, c_tile& t, float beta, bool plain) {
@@ -262,8 +234,8 @@ GLIMPSE_AMX_TARGET inline void c_end(int tmm, c_tile& t, float alpha, float beta
 // C [m, n] (row-major, ldc) = alpha op(A) op(B) + beta C, on AMX. Call only when
 // amx_bf16_available(). Scratch: op(A) in bf16 (m x k x 2 bytes) plus 64 x k x 2 bytes per thread.
 GLIMPSE_AMX_TARGET inline void bf16_gemm_amx(const gemm_operand& a, const gemm_operand& b, std::int64_t m,
-                                              std::int64_t n, std::int64_t k, float alpha, float beta, float* c,
-                                              std::int64_t ldc) {
+                                             std::int64_t n, std::int64_t k, float alpha, float beta, float* c,
+                                             std::int64_t ldc) {
     using namespace amx;  // NOLINT: local to this function
     const std::int64_t kp = (k + kTk - 1) / kTk * kTk, kc_count = kp / kTk;
     const std::int64_t mp = (m + 2 * kTm - 1) / (2 * kTm) * (2 * kTm);
