@@ -12,13 +12,16 @@
 // Rows, in the order they run (the encoder rows report their rate as a ratio to the Eigen
 // SGEMM peak measured first, in the same process):
 //   peak/eigen_sgemm_2048            Eigen's own product, 2048^3: the practical peak
-//   peak/cpu_gemm_2048               the cpu backend's gemm (what the layers call)
+//   peak/cpu_gemm_2048               the cpu backend's gemm on a Linear's layout (what the layers call)
 //   encode/<family>/<side>/<prec>    qwen2_5_vision<cpu>::encode / qwen3_vision<cpu>::encode,
 //                                    pixel_values ~ N(0,1) for the grid the processor gives
 //                                    an image of that side (Qwen2.5: 448 -> 32x32, 1024 -> 74x74
 //                                    via smart_resize to 1036; Qwen3: 28x28, 64x64); prec is the
-//                                    cpu backend's matmul precision, f32 or bf16 (AMX where the
-//                                    CPU has it; x_peak and x_gemm stay relative to the f32 peak)
+//                                    cpu backend's matmul precision, f32 or bf16 (the label
+//                                    names the GEMM kernel; x_peak and x_gemm stay relative to
+//                                    the f32 peak)
+//   gemm/<shape>/<path>              the towers' GEMM shape classes (bf16 weights [N, K]) on the
+//                                    BLAS path, the packed f32 kernel and each bf16 kernel
 //
 // Each encoder row first runs one STAGED forward (untimed for the row; it doubles as the
 // warm-up): the tower's own pieces called in encode's order (patch embed [+ pos embed],
@@ -428,7 +431,7 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
         explicit precision_scope(glimpse::matmul_precision p) { g_be.set_matmul_precision(p); }
         ~precision_scope() { g_be.set_matmul_precision(glimpse::matmul_precision::f32); }
     } const scope(prec);
-    if (prec == glimpse::matmul_precision::bf16) st.SetLabel(g_be.bf16_gemm_native() ? "AMX" : "emulated (no AMX)");
+    st.SetLabel(std::string(g_be.gemm_kernel()));
     loaded& M = model_of(fam);
     const auto& c = M.cfg;
     const std::int64_t gs = grid_side(side, c);
@@ -516,6 +519,7 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("cpu_kernels", glimpse::describe_cpu_isa(g_be.isa()));
     using benchmark::RegisterBenchmark;
     register_peak_rows(env_int("GLIMPSE_PEAK_ITERS", 7));
+    register_gemm_shape_rows(env_int("GLIMPSE_PEAK_ITERS", 7));
     for (const family_spec* fam : {&kQwen25, &kQwen3})
         for (std::int64_t side : {448, 1024})
             for (auto prec : {glimpse::matmul_precision::f32, glimpse::matmul_precision::bf16}) {

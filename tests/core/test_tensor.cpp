@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
 #include <glimpse/core/tensor.hpp>
 
 using namespace glimpse;
@@ -46,4 +50,39 @@ TEST_CASE("tensor dtype conversion and shape validation", "[core][tensor]") {
     tensor c = t.clone();
     c.set({0}, 5.0f);
     REQUIRE(t.at({0}) == 1.0f);
+}
+
+TEST_CASE("large tensors reuse kept blocks, zeroed again, and the idle memory is capped", "[core][tensor]") {
+    using detail::host_blocks;
+    if (host_blocks::kMinBytes == SIZE_MAX) {
+        std::printf("AddressSanitizer build: no block is kept (test skipped)\n");
+        return;
+    }
+    trim_host_blocks();
+    REQUIRE(kept_host_block_bytes() == 0);
+    const std::int64_t n = 1 << 20;  // 4 MiB of f32
+    const std::byte* first = nullptr;
+    {
+        tensor a(shape{n});
+        first = a.data();
+        a.ptr<float>()[n - 1] = 3.0f;
+    }
+    CHECK(kept_host_block_bytes() == static_cast<std::size_t>(n) * 4);
+    {
+        tensor b(shape{n});
+        CHECK(b.data() == first);              // the kept block, taken again
+        CHECK(b.ptr<float>()[n - 1] == 0.0f);  // and zeroed like a new one
+        CHECK(kept_host_block_bytes() == 0);
+        tensor c(shape{n / 2});  // half the size: not a fit for a kept 4 MiB block, and nothing is kept
+        CHECK(c.data() != first);
+    }
+    // Small blocks are malloc's business; blocks past the cap are freed oldest first.
+    { tensor small(shape{1000}); }
+    CHECK(kept_host_block_bytes() == static_cast<std::size_t>(n) * 4 + static_cast<std::size_t>(n) * 2);
+    auto& hb = host_blocks::instance();
+    for (int i = 0; i < 3; ++i)
+        hb.give(std::aligned_alloc(64, host_blocks::kKeptBytesMax / 2), host_blocks::kKeptBytesMax / 2);
+    CHECK(kept_host_block_bytes() <= host_blocks::kKeptBytesMax);
+    trim_host_blocks();
+    CHECK(kept_host_block_bytes() == 0);
 }

@@ -21,6 +21,7 @@
 
 #include "glimpse/core/dtype.hpp"
 #include "glimpse/core/error.hpp"
+#include "glimpse/core/host_blocks.hpp"
 #include "glimpse/core/shape.hpp"
 
 namespace glimpse {
@@ -190,10 +191,10 @@ public:
         bytes_ = bytes;
         if (bytes_ > 0) {
             const std::size_t rounded = (bytes_ + 63) / 64 * 64;
-            void* p = std::aligned_alloc(64, rounded);
+            void* p = detail::host_blocks::instance().take(rounded);
             if (!p) detail::fail("out of memory allocating tensor ", s.str(), " (", bytes_, " bytes)");
             std::memset(p, 0, rounded);  // zero-init: no uninitialised reads, ever
-            data_.reset(static_cast<std::byte*>(p));
+            data_ = std::unique_ptr<std::byte[], block_deleter>(static_cast<std::byte*>(p), block_deleter{rounded});
         }
     }
 
@@ -263,10 +264,13 @@ public:
     }
 
 private:
-    struct free_deleter {
-        void operator()(std::byte* p) const noexcept { std::free(p); }
+    // Large blocks go back to host_blocks for the next tensor of their size (core/host_blocks.hpp).
+    struct block_deleter {
+        std::size_t bytes;  // (no default member initializer: it would make the deleter not
+                            // default-constructible inside the still incomplete tensor)
+        void operator()(std::byte* p) const noexcept { detail::host_blocks::instance().give(p, bytes); }
     };
-    std::unique_ptr<std::byte[], free_deleter> data_;
+    std::unique_ptr<std::byte[], block_deleter> data_;
     glimpse::shape shape_;
     dtype dt_ = dtype::f32;
     std::size_t bytes_ = 0;
