@@ -17,6 +17,16 @@
 #include <deque>
 #include <mutex>
 
+// GCC says __SANITIZE_ADDRESS__; Clang (14) only answers __has_feature.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GLIMPSE_HOST_BLOCKS_ASAN 1
+#endif
+#endif
+#if !defined(GLIMPSE_HOST_BLOCKS_ASAN)
+#define GLIMPSE_HOST_BLOCKS_ASAN 0
+#endif
+
 namespace glimpse {
 
 namespace detail {
@@ -24,7 +34,7 @@ namespace detail {
 class host_blocks {
 public:
     static constexpr std::size_t kAlign = 64;
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || GLIMPSE_HOST_BLOCKS_ASAN
     // Under AddressSanitizer nothing is kept: every freed tensor stays poisoned for it.
     static constexpr std::size_t kMinBytes = SIZE_MAX;
 #else
