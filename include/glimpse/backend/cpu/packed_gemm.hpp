@@ -1,7 +1,7 @@
 #pragma once
-// The cpu backend's own GEMM on AVX-512: C [m, n] = alpha op(A) op(B) + beta C, BLIS's loop nest
-// (a K block of op(B) packed for all of N, then per block of M rows op(A) packed and swept with
-// 6 x 64 register tiles) with one driver and two micro-kernels:
+// The cpu backend's own GEMM on AVX-512: C [m, n] = alpha op(A) op(B) + beta C, after BLIS (op(B)
+// packed into column micro-panels, op(A) packed per block of rows, 6 x 64 register tiles swept
+// over them; the loop order is gemm()'s comment) with one driver and two micro-kernels:
 //   * f32 (VFMADD231PS): op(A) broadcast one value at a time against 4 zmm of op(B). It runs the
 //     f32 GEMMs, and bf16 matmul precision on CPUs without bf16 dot products, on operands
 //     rounded to bf16 as they are packed (slots::bf16_rounded): the emulation at f32 speed.
