@@ -22,8 +22,8 @@ using test::randn;
 using test::check_op;
 constexpr double kTol = test::kOpTol;
 
-TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and stride", "[backend][gemm]", float, bf16_t,
-                   f16_t) {
+TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and stride", "[backend][gemm]", float,
+                   bf16_t, f16_t) {
     const dtype wt = dtype_of_v<TestType>;
     // 37 x 300 x 29: n > the BLAS path's panel (widening in panels), the packed kernel's short-M
     // column split; 150 x 200 x 300: its row blocks on two threads, three K blocks, every tail.
@@ -49,10 +49,10 @@ TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and st
 
 TEST_CASE("cpu batched gemm matches reference, shared and batched B", "[backend][gemm]") {
     tensor a = randn(shape{3, 5, 7}, 5), b3 = randn(shape{3, 7, 4}, 6), b2 = randn(shape{4, 7}, 7);
-    check_op("batched", shape{3, 5, 4},
-             [&](auto& be, const view& out) { be.gemm(a.cv(), b3.cv(), out, gemm_args{}, cview{}); });
-    check_op("shared B", shape{3, 5, 4},
-             [&](auto& be, const view& out) { be.gemm(a.cv(), b2.cv(), out, gemm_args{.trans_b = true}, cview{}); });
+    check_op("batched", shape{3, 5, 4}, [&](auto& be, const view& out) { be.gemm(a.cv(), b3.cv(), out, gemm_args{}, cview{}); });
+    check_op("shared B", shape{3, 5, 4}, [&](auto& be, const view& out) {
+        be.gemm(a.cv(), b2.cv(), out, gemm_args{.trans_b = true}, cview{});
+    });
 }
 
 TEST_CASE("cpu elementwise, activations and row ops match reference", "[backend][ops]") {
@@ -64,48 +64,33 @@ TEST_CASE("cpu elementwise, activations and row ops match reference", "[backend]
     check_op("mul broadcast", s, [&](auto& be, const view& o) { be.mul(x.cv(), r.cv(), o); });
     for (auto act : {activation::identity, activation::silu, activation::gelu_erf, activation::gelu_tanh}) {
         INFO(name(act));
-        check_op(
-            "activate", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
+        check_op("activate", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
     }
-    check_op(
-        "swiglu", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
-    check_op(
-        "softmax", s,
-        [&](auto& be, const view& o) {
-            be.copy(x.cv(), o);
-            be.softmax_rows(o, 1.7f);
-        },
-        1e-6);
-    check_op(
-        "rms_norm", s, [&](auto& be, const view& o) { be.rms_norm(x.cv(), w.cv(), 1e-6f, o); }, 1e-6);
-    check_op(
-        "layer_norm", s, [&](auto& be, const view& o) { be.layer_norm(x.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
-    check_op(
-        "sum_rows", shape{70}, [&](auto& be, const view& o) { be.sum_rows(x.cv(), o); }, 1e-6);
+    check_op("swiglu", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
+    check_op("softmax", s, [&](auto& be, const view& o) {
+        be.copy(x.cv(), o);
+        be.softmax_rows(o, 1.7f);
+    }, 1e-6);
+    check_op("rms_norm", s, [&](auto& be, const view& o) { be.rms_norm(x.cv(), w.cv(), 1e-6f, o); }, 1e-6);
+    check_op("layer_norm", s, [&](auto& be, const view& o) { be.layer_norm(x.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
+    check_op("sum_rows", shape{70}, [&](auto& be, const view& o) { be.sum_rows(x.cv(), o); }, 1e-6);
     // strided input: a column slice
     tensor wide = randn(shape{13, 90}, 13);
-    check_op(
-        "copy strided + bf16", shape{13, 70},
-        [&](auto& be, const view& o) {
-            tensor t(shape{13, 70}, dtype::bf16);
-            be.copy(wide.cv().slice(1, 10, 80), t.v());
-            be.copy(t.cv(), o);
-        },
-        0.0 + 1e-12);
+    check_op("copy strided + bf16", shape{13, 70}, [&](auto& be, const view& o) {
+        tensor t(shape{13, 70}, dtype::bf16);
+        be.copy(wide.cv().slice(1, 10, 80), t.v());
+        be.copy(t.cv(), o);
+    }, 0.0 + 1e-12);
 }
 
 TEST_CASE("cpu rotary and gather match reference", "[backend][ops]") {
     tensor x = randn(shape{9, 3, 16}, 14), c = randn(shape{9, 16}, 15), s = randn(shape{9, 16}, 16);
-    check_op(
-        "rotary", x.shape(),
-        [&](auto& be, const view& o) {
-            be.copy(x.cv(), o);
-            be.rotary(o, c.cv(), s.cv());
-        },
-        1e-6);
+    check_op("rotary", x.shape(), [&](auto& be, const view& o) {
+        be.copy(x.cv(), o);
+        be.rotary(o, c.cv(), s.cv());
+    }, 1e-6);
     const std::vector<std::int64_t> idx{8, 0, 0, 3, 7, 8};
-    check_op(
-        "gather", shape{6, 3, 16}, [&](auto& be, const view& o) { be.gather_rows(x.cv(), idx, o); }, 0.0 + 1e-12);
+    check_op("gather", shape{6, 3, 16}, [&](auto& be, const view& o) { be.gather_rows(x.cv(), idx, o); }, 0.0 + 1e-12);
     cpu be;
     tensor o(shape{2, 3, 16});
     const std::vector<std::int64_t> bad{0, 9};

@@ -16,8 +16,8 @@
 //   amx          avx512_bf16 plus AMX-BF16 tiles for bf16 matmul precision (Sapphire Rapids and
 //                later)
 //
-// GLIMPSE_CPU_ISA=sse2|avx2|avx512|avx512_bf16|amx in the environment forces a level for the whole process
-// (to compare paths, or to test a narrower one on a wide machine). A level this CPU lacks is an
+// GLIMPSE_CPU_ISA=sse2|avx2|avx512|avx512_bf16|amx in the environment forces a level for the whole
+// process (to compare paths, or to test a narrower one on a wide machine). A level this CPU lacks is an
 // error, never a quiet step down: the user asked for those kernels.
 
 #include <array>
