@@ -23,8 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <functional>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -187,8 +185,8 @@ inline void bm_cblas_sgemm(benchmark::State& st) {
     fill_uniform(a.data(), kPeakN * kPeakN, 1);
     fill_uniform(b.data(), kPeakN * kPeakN, 2);
     auto run = [&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kPeakN, kPeakN, kPeakN, 1.0f, a.data(), kPeakN, b.data(),
-                    kPeakN, 0.0f, c.data(), kPeakN);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kPeakN, kPeakN, kPeakN, 1.0f, a.data(), kPeakN,
+                    b.data(), kPeakN, 0.0f, c.data(), kPeakN);
     };
     run();
     row_meter m;
@@ -215,8 +213,9 @@ inline void bm_cpu_gemm(benchmark::State& st) {
 }
 
 // One GEMM shape class of the towers, [M, K] x [N, K]^T with bf16 weights as checkpoints store
-// them, on one path: the cpu backend at a SIMD level and precision, or the BLAS the backend
-// would otherwise call (the same bf16 -> f32 panel widening, OpenBLAS on one slab per thread).
+// them, on one path: the cpu backend at a SIMD level and precision. The BLAS row is the backend
+// at avx2, the path every level below avx512 takes (bf16 -> f32 panels, OpenBLAS on one slab
+// per thread).
 struct gemm_shape {
     const char* what;
     std::int64_t m, n, k;
@@ -228,50 +227,38 @@ inline constexpr gemm_shape kTowerGemms[] = {
     {"qwen2_5_1024_qkv", 5476, 3840, 1280},
 };
 
-inline void bm_gemm_shape(benchmark::State& st, gemm_shape sh, std::optional<glimpse::cpu_isa> isa,
-                          glimpse::matmul_precision prec) {
+inline void bm_gemm_shape(benchmark::State& st, gemm_shape sh, glimpse::cpu_isa isa, glimpse::matmul_precision prec) {
     cpu be(prec);
-    if (isa) be.set_isa(*isa);
+    be.set_isa(isa);
     tensor a(shape{sh.m, sh.k}), w32(shape{sh.n, sh.k}), c(shape{sh.m, sh.n});
     fill_uniform(a.ptr<float>(), a.numel(), 1);
     fill_uniform(w32.ptr<float>(), w32.numel(), 2);
     const tensor w = w32.to(glimpse::dtype::bf16);
-    std::function<void()> run = [&] { be.gemm(a.cv(), w.cv(), c.v(), gemm_args{.trans_b = true}, cview{}); };
-    if (!isa) {  // the backend's BLAS path, forced: what a level below avx512 runs
-        run = [&] {
-            std::vector<float> panel(static_cast<std::size_t>(std::min<std::int64_t>(cpu::kPanel, sh.n) * sh.k));
-            for (std::int64_t n0 = 0; n0 < sh.n; n0 += cpu::kPanel) {
-                const std::int64_t n1 = std::min(sh.n, n0 + cpu::kPanel);
-                glimpse::detail::cpu_impl::widen(w.cv(), n0, n1, 0, sh.k, panel.data());
-                glimpse::detail::cpu_impl::sgemm(false, true, sh.m, n1 - n0, sh.k, 1.0f, a.ptr<float>(), sh.k,
-                                                 panel.data(), sh.k, 0.0f, c.ptr<float>() + n0, sh.n);
-            }
-        };
-    }
+    auto run = [&] { be.gemm(a.cv(), w.cv(), c.v(), gemm_args{.trans_b = true}, cview{}); };
     run();
     row_meter m;
     for (auto _ : st) m.time(run, &st);
     benchmark::DoNotOptimize(c.data());
     m.finish(st, 2.0 * static_cast<double>(sh.m) * static_cast<double>(sh.n) * static_cast<double>(sh.k));
-    st.SetLabel(isa ? std::string(be.gemm_kernel()) : "f32 BLAS sgemm (forced)");
+    st.SetLabel(std::string(be.gemm_kernel()));
 }
 
 // gemm/<shape>/{blas, f32_<level>, bf16_<level>} for every level from avx512 this CPU has.
 inline void register_gemm_shape_rows(int iterations) {
+    using glimpse::cpu_isa;
     for (const gemm_shape& sh : kTowerGemms) {
         const std::string base = std::string("gemm/") + sh.what + "/";
-        const auto add = [&](const std::string& name, std::optional<glimpse::cpu_isa> isa,
-                             glimpse::matmul_precision p) {
-            benchmark::RegisterBenchmark(name.c_str(), bm_gemm_shape, sh, isa, p)
+        const auto add = [&](const std::string& row, cpu_isa isa, glimpse::matmul_precision p) {
+            benchmark::RegisterBenchmark(row.c_str(), bm_gemm_shape, sh, isa, p)
                 ->UseManualTime()
                 ->Unit(benchmark::kMillisecond)
                 ->Iterations(iterations);
         };
-        add(base + "blas", std::nullopt, glimpse::matmul_precision::f32);
-        for (glimpse::cpu_isa i : glimpse::supported_cpu_isas()) {
-            if (i < glimpse::cpu_isa::avx512) continue;
-            if (i == glimpse::cpu_isa::avx512)
-                add(base + "f32_" + std::string(name(i)), i, glimpse::matmul_precision::f32);
+        if (glimpse::detail::cpu_impl::cpu_has(cpu_isa::avx2))
+            add(base + "blas", cpu_isa::avx2, glimpse::matmul_precision::f32);
+        for (cpu_isa i : glimpse::supported_cpu_isas()) {
+            if (i < cpu_isa::avx512) continue;
+            if (i == cpu_isa::avx512) add(base + "f32_" + std::string(name(i)), i, glimpse::matmul_precision::f32);
             add(base + "bf16_" + std::string(name(i)), i, glimpse::matmul_precision::bf16);
         }
     }

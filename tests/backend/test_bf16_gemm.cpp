@@ -76,25 +76,29 @@ tensor run_case(B& be, const gemm_case& c, bool round, Gemm&& gemm) {
 TEST_CASE("bf16 matmul precision: cpu gemm is the f32 sum of bf16-rounded products", "[backend][gemm][bf16]") {
     // Every kernel this CPU runs: sgemm emulation (sse2, avx2), packed FMA on rounded operands
     // (avx512), VDPBF16PS (avx512_bf16), AMX tiles (amx).
+    reference oracle;
+    const auto gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
+                         const cview& bias) { be.gemm(a, b, c, g, bias); };
+    const std::vector<gemm_case> all = cases();
+    std::vector<tensor> wants;  // the oracle's results, the same at every level
+    for (const auto& c : all) wants.push_back(run_case(oracle, c, true, gemm));
     for (cpu_isa level : supported_cpu_isas()) {
         cpu fast(matmul_precision::bf16);
         fast.set_isa(level);
         cpu exact;
         exact.set_isa(level);
-        reference oracle;
         CHECK(fast.matmul_precision() == matmul_precision::bf16);
         CHECK(exact.matmul_precision() == matmul_precision::f32);
         INFO("level " << name(level) << ": " << fast.gemm_kernel());
         if (verbose())
             std::printf("bf16 gemm path at %s: %s\n", std::string(name(level)).c_str(),
                         std::string(fast.gemm_kernel()).c_str());
-        const auto gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
-                             const cview& bias) { be.gemm(a, b, c, g, bias); };
-        for (const auto& c : cases()) {
+        for (std::size_t ci = 0; ci < all.size(); ++ci) {
+            const gemm_case& c = all[ci];
+            const tensor& want = wants[ci];
             INFO("m=" << c.m << " n=" << c.n << " k=" << c.k << " ta=" << c.ta << " tb=" << c.tb << " B " << name(c.bt)
                       << " alpha=" << c.alpha << " beta=" << c.beta << " bias=" << c.bias);
             const tensor ours = run_case(fast, c, false, gemm);
-            const tensor want = run_case(oracle, c, true, gemm);
             const tensor f32 = run_case(exact, c, false, gemm);
             const auto e = compare(ours.cv(), want.cv());
             const auto off = compare(f32.cv(), want.cv());
@@ -159,7 +163,8 @@ TEST_CASE("bf16 matmul precision: the AMX kernel itself, where the CPU has AMX",
                                         g.beta, c.ptr<float>(), c.stride(0));
         if (!bias.empty())
             for (std::int64_t i = 0; i < c.size(0); ++i)
-                for (std::int64_t j = 0; j < c.size(1); ++j) c.ptr<float>()[i * c.stride(0) + j] += bias.at({j});
+                for (std::int64_t j = 0; j < c.size(1); ++j)
+                    c.ptr<float>()[i * c.stride(0) + j] += bias.at({j});
     };
     const auto oracle_gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
                                 const cview& bias) {
