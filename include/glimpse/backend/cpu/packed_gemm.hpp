@@ -88,14 +88,15 @@ inline std::uint32_t slot_at(const gemm_operand& x, std::int64_t row, std::int64
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// Slots [s0, s0 + ns) of row `row` of op(X) (K runs along the row, k elements in all) into out.
-GLIMPSE_AVX512_TARGET inline void row_slots(const gemm_operand& x, std::int64_t row, std::int64_t k, std::int64_t s0,
-                                            std::int64_t ns, slots kind, std::uint32_t* out) {
-    const std::int64_t kps = k_per_slot(kind), k0 = s0 * kps;
-    const std::int64_t whole = std::clamp<std::int64_t>((k - k0) / kps, 0, ns);  // slots wholly inside k
+// The first ns slots of row `row` of op(X) (K runs along the row, k elements in all; slots past
+// k are zero) into out.
+GLIMPSE_AVX512_TARGET inline void row_slots(const gemm_operand& x, std::int64_t row, std::int64_t k, std::int64_t ns,
+                                            slots kind, std::uint32_t* out) {
+    const std::int64_t kps = k_per_slot(kind);
+    const std::int64_t whole = std::min(k / kps, ns);  // slots wholly inside k
     std::int64_t s = 0;
     if (!x.trans && x.type == dtype::f32) {
-        const float* src = reinterpret_cast<const float*>(x.data) + row * x.ld + k0;
+        const float* src = reinterpret_cast<const float*>(x.data) + row * x.ld;
         float* of = reinterpret_cast<float*>(out);
         if (kind == slots::f32) {
             std::memcpy(out, src, static_cast<std::size_t>(whole) * 4);
@@ -113,7 +114,7 @@ GLIMPSE_AVX512_TARGET inline void row_slots(const gemm_operand& x, std::int64_t 
             }
         }
     } else if (!x.trans && x.type == dtype::bf16) {
-        const auto* src = reinterpret_cast<const std::uint16_t*>(x.data) + row * x.ld + k0;
+        const auto* src = reinterpret_cast<const std::uint16_t*>(x.data) + row * x.ld;
         if (kind == slots::bf16_pairs) {
             std::memcpy(out, src, static_cast<std::size_t>(whole) * 4);
             s = whole;
@@ -124,7 +125,7 @@ GLIMPSE_AVX512_TARGET inline void row_slots(const gemm_operand& x, std::int64_t 
             }
         }
     }
-    for (; s < ns; ++s) out[s] = slot_at(x, row, k, k0 + s * kps, kind);
+    for (; s < ns; ++s) out[s] = slot_at(x, row, k, s * kps, kind);
 }
 
 // dst row c (c < rows, stride ldd) = column c of the 16 x 16 slot block at src (stride lds).
@@ -158,7 +159,7 @@ GLIMPSE_AVX512_TARGET inline void pack_a(const gemm_operand& a, std::int64_t i0,
                                          std::int64_t lda, slots kind, std::uint32_t* dst) {
     for (std::int64_t r = 0; r < round_up(mc, kMr); ++r) {
         if (r < mc)
-            row_slots(a, i0 + r, k, 0, lda, kind, dst + r * lda);
+            row_slots(a, i0 + r, k, lda, kind, dst + r * lda);
         else
             std::fill(dst + r * lda, dst + (r + 1) * lda, 0u);
     }
@@ -175,7 +176,7 @@ GLIMPSE_AVX512_TARGET inline void pack_b(const gemm_operand& bt, std::int64_t j0
             std::uint32_t* t = tmp + r * ld;
             const std::int64_t j = j0 + q * 16 + r;
             if (j < n)
-                row_slots(bt, j, k, 0, total, kind, t);
+                row_slots(bt, j, k, total, kind, t);
             else
                 std::fill(t, t + total, 0u);
             std::fill(t + total, t + ld, 0u);
