@@ -227,9 +227,8 @@ inline constexpr gemm_shape kTowerGemms[] = {
     {"qwen2_5_1024_qkv", 5476, 3840, 1280},
 };
 
-inline void bm_gemm_shape(benchmark::State& st, gemm_shape sh, glimpse::cpu_isa isa, glimpse::matmul_precision prec) {
-    cpu be(prec);
-    be.set_isa(isa);
+// Times be.gemm on [m, k] f32 activations x bf16 weights [n, k]; the label names the kernel.
+inline void time_linear_gemm(benchmark::State& st, cpu& be, const gemm_shape& sh) {
     tensor a(shape{sh.m, sh.k}), w32(shape{sh.n, sh.k}), c(shape{sh.m, sh.n});
     fill_uniform(a.ptr<float>(), a.numel(), 1);
     fill_uniform(w32.ptr<float>(), w32.numel(), 2);
@@ -241,6 +240,12 @@ inline void bm_gemm_shape(benchmark::State& st, gemm_shape sh, glimpse::cpu_isa 
     benchmark::DoNotOptimize(c.data());
     m.finish(st, 2.0 * static_cast<double>(sh.m) * static_cast<double>(sh.n) * static_cast<double>(sh.k));
     st.SetLabel(std::string(be.gemm_kernel()));
+}
+
+inline void bm_gemm_shape(benchmark::State& st, gemm_shape sh, glimpse::cpu_isa isa, glimpse::matmul_precision prec) {
+    cpu be(prec);
+    be.set_isa(isa);
+    time_linear_gemm(st, be, sh);
 }
 
 // gemm/<shape>/{blas, f32_<level>, bf16_<level>} for every level from avx512 this CPU has.
@@ -268,17 +273,7 @@ inline void register_gemm_shape_rows(int iterations) {
 // times bf16 weights stored [N, K] (the row's label names the kernel).
 inline void bm_cpu_gemm_bf16(benchmark::State& st) {
     cpu be(glimpse::matmul_precision::bf16);
-    tensor a(shape{kPeakN, kPeakN}), w32(shape{kPeakN, kPeakN}), c(shape{kPeakN, kPeakN});
-    fill_uniform(a.ptr<float>(), a.numel(), 1);
-    fill_uniform(w32.ptr<float>(), w32.numel(), 2);
-    const tensor w = w32.to(glimpse::dtype::bf16);
-    auto run = [&] { be.gemm(a.cv(), w.cv(), c.v(), gemm_args{.trans_b = true}, cview{}); };
-    run();
-    row_meter m;
-    for (auto _ : st) m.time(run, &st);
-    benchmark::DoNotOptimize(c.data());
-    m.finish(st, kPeakFlop);
-    st.SetLabel(std::string(be.gemm_kernel()));
+    time_linear_gemm(st, be, gemm_shape{"2048", kPeakN, kPeakN, kPeakN});
 }
 
 // Registers the peak rows (first: the other rows read g_peak_gflops).
