@@ -83,6 +83,56 @@ TEST_CASE("cpu elementwise, activations and row ops match reference", "[backend]
     }, 0.0 + 1e-12);
 }
 
+TEST_CASE("cpu row kernels at every level: whole vectors, tails, saturation, masked softmax", "[backend][ops]") {
+    // The row kernels (cpu/row_kernels.inc) run lanes of 4, 8 or 16 and a tail: rows of 5 are
+    // all tail at 8 and 16, rows of 1157 are 72 vectors and a tail of 5 at 16.
+    for (const std::int64_t n : {std::int64_t{5}, std::int64_t{1157}}) {
+        INFO("row of " << n);
+        // |x| up to ~150: e^-x saturates (SiLU, tanh-GELU ~ x or ~0), erf is +-1.
+        tensor x = randn(shape{4, n}, 31, 40.0f), y = randn(shape{4, n}, 32);
+        tensor w = randn(shape{n}, 33, 0.3f), bb = randn(shape{n}, 34, 0.1f);
+        // A large common offset: the norms' mean and variance must not cancel it away.
+        tensor off = randn(shape{4, n}, 35, 0.01f);
+        for (std::int64_t i = 0; i < n; ++i) off.set({1, i}, 1000.0f + off.at({1, i}));
+        const shape s = x.shape();
+        for (auto act : {activation::silu, activation::gelu_erf, activation::gelu_tanh}) {
+            INFO(name(act));
+            check_op("activate, saturating", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
+        }
+        check_op("swiglu, saturating", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
+        check_op("rms_norm, offset rows", s, [&](auto& be, const view& o) { be.rms_norm(off.cv(), w.cv(), 1e-6f, o); }, 1e-6);
+        check_op("layer_norm, offset rows", s,
+                 [&](auto& be, const view& o) { be.layer_norm(off.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
+        // -inf logits (masked keys) give exactly 0; a row of logits 200 apart gives a one-hot.
+        tensor logits = randn(shape{4, n}, 36, 3.0f);
+        for (std::int64_t i = 0; i < n; i += 3) logits.set({0, i}, -INFINITY);
+        logits.set({2, n - 1}, 200.0f);
+        check_op("softmax, masked", s, [&](auto& be, const view& o) {
+            be.copy(logits.cv(), o);
+            be.softmax_rows(o, 1.0f);
+        }, 1e-6);
+        for (cpu_isa isa : supported_cpu_isas()) {
+            cpu be;
+            be.set_isa(isa);
+            tensor o(s);
+            be.copy(logits.cv(), o.v());
+            be.softmax_rows(o.v(), 1.0f);
+            INFO("cpu kernels " << name(isa));
+            for (std::int64_t i = 0; i < n; i += 3) REQUIRE(o.at({0, i}) == 0.0f);
+            REQUIRE(o.at({2, n - 1}) == 1.0f);
+        }
+    }
+    // Qwen3's head dim 72 (36 rotated pairs: two vectors of 16 and a tail) and Qwen2.5's 80.
+    for (const std::int64_t d : {std::int64_t{72}, std::int64_t{80}}) {
+        INFO("head dim " << d);
+        tensor x = randn(shape{7, 2, d}, 37), c = randn(shape{7, d}, 38), s = randn(shape{7, d}, 39);
+        check_op("rotary", x.shape(), [&](auto& be, const view& o) {
+            be.copy(x.cv(), o);
+            be.rotary(o, c.cv(), s.cv());
+        }, 1e-6);
+    }
+}
+
 TEST_CASE("cpu rotary and gather match reference", "[backend][ops]") {
     tensor x = randn(shape{9, 3, 16}, 14), c = randn(shape{9, 16}, 15), s = randn(shape{9, 16}, 16);
     check_op("rotary", x.shape(), [&](auto& be, const view& o) {

@@ -211,7 +211,7 @@ TEST_CASE("packed gemm: op(B) packed in column chunks equals the reference, ever
         tensor ours = c0.to(dtype::f32);
         const std::int64_t total = kind == packed::slots::bf16_pairs ? (k + 1) / 2 : k;
         packed::gemm(gemm_operand{a.data(), dtype::f32, k, false}, gemm_operand{w.data(), dtype::bf16, k, true}, m, n,
-                     k, 0.75f, 0.5f, ours.ptr<float>(), n, kind, 2 * total * packed::kNr);
+                     k, 0.75f, 0.5f, ours.ptr<float>(), n, kind, nullptr, 2 * total * packed::kNr);
         tensor want = c0.to(dtype::f32);
         const tensor ar = kind == packed::slots::f32 ? a.to(dtype::f32) : a.to(dtype::bf16);
         oracle.gemm(ar.cv(), w.cv(), want.v(), gemm_args{.trans_b = true, .alpha = 0.75f, .beta = 0.5f}, cview{});

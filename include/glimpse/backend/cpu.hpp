@@ -16,7 +16,7 @@
 // avx512_bf16, cpu/packed_gemm.hpp), on the packed f32 kernel with operands rounded as they
 // are packed (level avx512), and on an emulation through sgemm below that.
 //
-// Attention is a fused, flash-style kernel (cpu/attention.hpp): a tile of queries of
+// Attention is a fused, flash-style kernel (cpu/attention_kernel.inc): a tile of queries of
 // one head walks its keys in blocks with an online softmax, in its own SIMD
 // micro-kernels rather than GEMM calls (a 64 x 80 x S product is too thin for a BLAS
 // to reach its rate, and the score tile must stay in L1). Scratch is O(kPackBytes +
@@ -24,8 +24,9 @@
 // by tile from O(threads * tile * S) of kept probabilities, and no H x S x S tensor
 // exists unless `maps.per_head` asks.
 //
-// The SIMD kernels (attention, GEMM) are picked at run time per backend
-// object from what the CPU has (cpu/isa.hpp): isa(), set_isa(), GLIMPSE_CPU_ISA.
+// The SIMD kernels (GEMM, attention, and the row-wise activations, norms, softmax and
+// rotary of cpu/row_kernels.inc) are picked at run time per backend object from what the
+// CPU has (cpu/isa.hpp, cpu/level_kernels.hpp): isa(), set_isa(), GLIMPSE_CPU_ISA.
 
 #include <algorithm>
 #include <cmath>
@@ -46,9 +47,9 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#include "glimpse/backend/cpu/attention.hpp"
 #include "glimpse/backend/cpu/bf16_gemm.hpp"
 #include "glimpse/backend/cpu/isa.hpp"
+#include "glimpse/backend/cpu/level_kernels.hpp"
 #include "glimpse/backend/cpu/packed_gemm.hpp"
 #include "glimpse/backend/host_memory.hpp"
 #include "glimpse/backend/op_checks.hpp"
@@ -300,19 +301,27 @@ public:
 
     void gemm(const cview& a, const cview& b, const view& c, const gemm_args& g, const cview& bias) {
         const auto d = detail::check_gemm(a, b, c, g, bias);
+        std::vector<float> bias_f32(static_cast<std::size_t>(bias.empty() ? 0 : d.n));
+        if (!bias.empty()) detail::cpu_impl::widen(bias.reshape(shape{1, d.n}), 0, 1, 0, d.n, bias_f32.data());
         for (std::int64_t p = 0; p < d.batch; ++p) {
             const cview A = d.batched_a ? a.select(0, p) : a;
             const cview B = d.batched_b ? b.select(0, p) : b;
             const view C = c.rank() == 3 ? c.select(0, p) : c;
-            // With beta = 0 the bias goes in first and the product adds onto it (beta = 1):
-            // one pass over C instead of a second full read-modify-write after the GEMM.
+            // The packed kernels add the bias as they store C. Elsewhere, with beta = 0, it goes
+            // in first and the product adds onto it (beta = 1): one pass over C instead of a
+            // second full read-modify-write after the GEMM.
             gemm_args gb = g;
-            if (!bias.empty() && g.beta == 0.0f) {
-                bias_rows(C, bias);
-                gb.beta = 1.0f;
+            const float* epilogue = nullptr;
+            if (!bias.empty()) {
+                if (route(A, B, g, d.k) == gemm_route::packed)
+                    epilogue = bias_f32.data();
+                else if (g.beta == 0.0f) {
+                    bias_rows(C, bias_f32);
+                    gb.beta = 1.0f;
+                }
             }
-            gemm2d(A, B, C, gb, d.m, d.n, d.k);
-            if (!bias.empty() && g.beta != 0.0f) add_bias(C, bias);
+            gemm2d(A, B, C, gb, d.m, d.n, d.k, epilogue);
+            if (!bias.empty() && !epilogue && g.beta != 0.0f) add_bias(C, bias_f32);
 #ifdef GLIMPSE_PLANT_GEMM_ERROR
             // Test-suite audit only (never in a normal build): every GEMM result off by
             // this relative amount, as a less accurate kernel would be. The suite must
@@ -337,22 +346,8 @@ public:
 
     void activate(activation act, const cview& x, const view& out) {
         detail::check_same(x, out, "activate");
-        unary(x, out, [act](const float* in, float* o, std::int64_t n) {
-            using detail::cpu_impl::ArrMap;
-            using detail::cpu_impl::ArrMapC;
-            ArrMapC X(in, n);
-            ArrMap O(o, n);
-            switch (act) {
-                case activation::identity: O = X; break;
-                case activation::silu: O = X / (1.0f + (-X).exp()); break;
-                case activation::gelu_tanh:
-                    O = 0.5f * X * (1.0f + (0.7978845608028654f * (X + 0.044715f * X.cube())).tanh());
-                    break;
-                case activation::gelu_erf:
-                    for (std::int64_t i = 0; i < n; ++i) o[i] = 0.5f * in[i] * (1.0f + std::erf(in[i] * 0.70710678118654752f));
-                    break;
-            }
-        });
+        const auto f = rows().activate;
+        unary(x, out, [act, f](const float* in, float* o, std::int64_t n) { f(act, in, o, n); });
     }
 
     void swiglu(const cview& gate, const cview& up, const view& out) {
@@ -364,10 +359,8 @@ public:
             const float* G = gate.ptr<float>();
             const float* U = up.ptr<float>();
             float* O = out.ptr<float>();
-            detail::cpu_impl::parallel_rows(m, n * 8, [&](std::int64_t i) {
-                detail::cpu_impl::ArrMapC g(G + i * ldg, n), u(U + i * ldu, n);
-                detail::cpu_impl::ArrMap(O + i * ldo, n) = g / (1.0f + (-g).exp()) * u;
-            });
+            const auto f = rows().swiglu;
+            detail::cpu_impl::parallel_rows(m, n * 8, [&](std::int64_t i) { f(G + i * ldg, U + i * ldu, O + i * ldo, n); });
             return;
         }
         tensor t = download(gate);
@@ -381,27 +374,23 @@ public:
         detail::check(detail::cpu_impl::rows_view(x, m, n, ld), "softmax_rows: x ", x.shape().str(),
                       " must have rows with unit stride");
         float* p = x.ptr<float>();
-        detail::cpu_impl::parallel_rows(m, n * 4, [&](std::int64_t i) { softmax_row(p + i * ld, n, scale); });
+        const auto f = rows().softmax;
+        detail::cpu_impl::parallel_rows(m, n * 4, [&](std::int64_t i) { f(p + i * ld, n, scale); });
     }
 
     void rms_norm(const cview& x, const cview& w, float eps, const view& out) {
         detail::check_norm(x, w, cview{}, out, "rms_norm");
-        norm_rows(x, w, cview{}, out, [eps](detail::cpu_impl::ArrMapC X, float* o, const float* W, const float*) {
-            const float inv = 1.0f / std::sqrt(static_cast<float>(X.square().cast<double>().mean()) + eps);
-            detail::cpu_impl::ArrMap(o, X.size()) = (X * inv) * detail::cpu_impl::ArrMapC(W, X.size());
-        });
+        norm_rows(x, w, cview{}, out,
+                  [eps, f = rows().rms_norm](const float* X, float* o, const float* W, const float*, std::int64_t n) {
+                      f(X, o, W, n, eps);
+                  });
     }
 
     void layer_norm(const cview& x, const cview& w, const cview& b, float eps, const view& out) {
         detail::check_norm(x, w, b, out, "layer_norm");
-        norm_rows(x, w, b, out, [eps](detail::cpu_impl::ArrMapC X, float* o, const float* W, const float* Bp) {
-            const double mu = X.cast<double>().mean();
-            const double var = (X.cast<double>() - mu).square().mean();
-            const float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
-            detail::cpu_impl::ArrMap O(o, X.size());
-            O = (X - static_cast<float>(mu)) * inv * detail::cpu_impl::ArrMapC(W, X.size());
-            if (Bp) O += detail::cpu_impl::ArrMapC(Bp, X.size());
-        });
+        norm_rows(x, w, b, out,
+                  [eps, f = rows().layer_norm](const float* X, float* o, const float* W, const float* Bp,
+                                               std::int64_t n) { f(X, o, W, Bp, n, eps); });
     }
 
     void sum_rows(const cview& x, const view& out) {
@@ -425,17 +414,10 @@ public:
         detail::cpu_impl::widen(cos, 0, s, 0, d, cbuf.data());
         detail::cpu_impl::widen(sin, 0, s, 0, d, sbuf.data());
         float* base = x.ptr<float>();
+        const auto f = rows().rotary;
         detail::cpu_impl::parallel_rows(s, h * d * 4, [&](std::int64_t t) {
-            const float* c = cbuf.data() + t * d;
-            const float* sn = sbuf.data() + t * d;
-            for (std::int64_t j = 0; j < h; ++j) {
-                float* p = base + t * x.stride(0) + j * x.stride(1);
-                for (std::int64_t i = 0; i < half; ++i) {
-                    const float x1 = p[i], x2 = p[i + half];
-                    p[i] = x1 * c[i] - x2 * sn[i];
-                    p[i + half] = x2 * c[i + half] + x1 * sn[i + half];
-                }
-            }
+            for (std::int64_t j = 0; j < h; ++j)
+                f(base + t * x.stride(0) + j * x.stride(1), cbuf.data() + t * d, sbuf.data() + t * d, half);
         });
     }
 
@@ -603,13 +585,7 @@ private:
         for (std::int64_t j = 0; j < n; ++j) dw.set({j}, static_cast<float>(total[static_cast<std::size_t>(j)]));
     }
 
-    static void softmax_row(float* row, std::int64_t n, float scale) {
-        detail::cpu_impl::ArrMap r(row, n);
-        if (scale != 1.0f) r *= scale;
-        const float mx = r.maxCoeff();
-        r = (r - mx).exp();
-        r *= 1.0f / r.sum();
-    }
+    const detail::cpu_impl::row_kernels& rows() const { return detail::cpu_impl::row_kernels_of(isa_); }
 
     // View as f32: itself when it already is, else widened into `holder`.
     cview as_f32(const cview& v, tensor& holder) {
@@ -619,22 +595,43 @@ private:
         return holder.cv();
     }
 
-    void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
-                std::int64_t k) {
-        if (precision_ == glimpse::matmul_precision::bf16) {
-            gemm2d_bf16(A, B, C, g, m, n, k);
-            return;
-        }
+    // Which kernel runs a 2-D gemm: AMX tiles, the packed AVX-512 kernels, or the BLAS (f32) and
+    // its emulation of bf16 precision (levels below AVX-512).
+    enum class gemm_route { amx, packed, blas, emulated };
+    gemm_route route(const cview& A, const cview& B, const gemm_args& g, std::int64_t k) const {
+        const bool bf16 = precision_ == glimpse::matmul_precision::bf16;
+#if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
+        if (bf16 && k > 0 && isa_ == cpu_isa::amx) return gemm_route::amx;
+#endif
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
-        // A Linear's layout (rows of op(A) and columns of op(B) contiguous in K, f32 or bf16):
-        // packed with vector code, where the kernel beats the BLAS (docs/benchmarks.md).
+        if (bf16 && k > 0 && isa_ >= cpu_isa::avx512) return gemm_route::packed;
+        // f32: a Linear's layout (rows of op(A) and columns of op(B) contiguous in K, f32 or
+        // bf16) is packed with vector code, where the kernel beats the BLAS (docs/benchmarks.md).
         const auto row_major = [](const cview& x, bool trans_is_rows) {
             return trans_is_rows && x.stride(-1) == 1 && (x.type() == dtype::f32 || x.type() == dtype::bf16);
         };
-        if (isa_ >= cpu_isa::avx512 && k > 0 && row_major(A, !g.trans_a) && row_major(B, g.trans_b)) {
+        if (!bf16 && isa_ >= cpu_isa::avx512 && k > 0 && row_major(A, !g.trans_a) && row_major(B, g.trans_b))
+            return gemm_route::packed;
+#else
+        (void)A, (void)B, (void)g;
+#endif
+        return bf16 ? gemm_route::emulated : gemm_route::blas;
+    }
+
+    // C = alpha op(A) op(B) + beta C, + bias_epilogue [n] on the packed route (else null).
+    void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
+                std::int64_t k, const float* bias_epilogue) {
+        const gemm_route r = route(A, B, g, k);
+        if (precision_ == glimpse::matmul_precision::bf16) {
+            gemm2d_bf16(A, B, C, g, m, n, k, r, bias_epilogue);
+            return;
+        }
+#if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+        if (r == gemm_route::packed) {
             detail::cpu_impl::packed::gemm({A.data(), A.type(), A.stride(0), false},
                                            {B.data(), B.type(), B.stride(0), true}, m, n, k, g.alpha, g.beta,
-                                           C.ptr<float>(), C.stride(0), detail::cpu_impl::packed::slots::f32);
+                                           C.ptr<float>(), C.stride(0), detail::cpu_impl::packed::slots::f32,
+                                           bias_epilogue);
             return;
         }
 #endif
@@ -660,22 +657,23 @@ private:
     }
 
     void gemm2d_bf16(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m,
-                     std::int64_t n, std::int64_t k) {
+                     std::int64_t n, std::int64_t k, gemm_route r, const float* bias_epilogue) {
         using detail::cpu_impl::gemm_operand;
         const gemm_operand a{A.data(), A.type(), A.stride(0), g.trans_a};
         const gemm_operand b{B.data(), B.type(), B.stride(0), g.trans_b};
         float* c = C.ptr<float>();
 #if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
-        if (isa_ == cpu_isa::amx && k > 0) {
+        if (r == gemm_route::amx) {
             detail::cpu_impl::bf16_gemm_amx(a, b, m, n, k, g.alpha, g.beta, c, C.stride(0));
             return;
         }
 #endif
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
-        if (isa_ >= cpu_isa::avx512 && k > 0) {
+        if (r == gemm_route::packed) {
             using detail::cpu_impl::packed::slots;
             detail::cpu_impl::packed::gemm(a, b, m, n, k, g.alpha, g.beta, c, C.stride(0),
-                                           isa_ >= cpu_isa::avx512_bf16 ? slots::bf16_pairs : slots::bf16_rounded);
+                                           isa_ >= cpu_isa::avx512_bf16 ? slots::bf16_pairs : slots::bf16_rounded,
+                                           bias_epilogue);
             return;
         }
 #endif
@@ -694,10 +692,8 @@ private:
         }
     }
 
-    // C[i, :] = bias for every row.
-    void bias_rows(const view& C, const cview& bias) {
-        std::vector<float> b(static_cast<std::size_t>(bias.size(0)));
-        detail::cpu_impl::widen(bias.reshape(shape{1, bias.size(0)}), 0, 1, 0, bias.size(0), b.data());
+    // C[i, :] = b for every row.
+    void bias_rows(const view& C, const std::vector<float>& b) {
         const std::int64_t m = C.size(0), n = C.size(1);
         float* c = C.ptr<float>();
         detail::cpu_impl::parallel_rows(m, n, [&](std::int64_t i) {
@@ -705,9 +701,7 @@ private:
         });
     }
 
-    void add_bias(const view& C, const cview& bias) {
-        std::vector<float> b(static_cast<std::size_t>(bias.size(0)));
-        detail::cpu_impl::widen(bias.reshape(shape{1, bias.size(0)}), 0, 1, 0, bias.size(0), b.data());
+    void add_bias(const view& C, const std::vector<float>& b) {
         const std::int64_t m = C.size(0), n = C.size(1);
         float* c = C.ptr<float>();
         detail::cpu_impl::parallel_rows(m, n, [&](std::int64_t i) {
@@ -767,8 +761,7 @@ private:
         detail::cpu_impl::widen(w.reshape(shape{1, n}), 0, 1, 0, n, W.data());
         if (!b.empty()) detail::cpu_impl::widen(b.reshape(shape{1, n}), 0, 1, 0, n, Bv.data());
         detail::cpu_impl::parallel_rows(m, n * 4, [&](std::int64_t i) {
-            f(detail::cpu_impl::ArrMapC(X.ptr<float>() + i * ldx, n), out.ptr<float>() + i * ldo, W.data(),
-              Bv.empty() ? nullptr : Bv.data());
+            f(X.ptr<float>() + i * ldx, out.ptr<float>() + i * ldo, W.data(), Bv.empty() ? nullptr : Bv.data(), n);
         });
     }
 

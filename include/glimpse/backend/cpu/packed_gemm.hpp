@@ -186,10 +186,12 @@ GLIMPSE_AVX512_TARGET inline void pack_b(const gemm_operand& bt, std::int64_t j0
     }
 }
 
-// The valid mr x nr part of the tile at c = alpha acc + beta c (beta 0: c is not read).
+// The valid mr x nr part of the tile at c = alpha acc + beta c (+ bias[column] when bias is not
+// null; beta 0: c is not read).
 GLIMPSE_AVX512_TARGET inline __attribute__((always_inline)) void store_tile(const __m512 (&acc)[kMr][4], float* c,
                                                                             std::int64_t ldc, std::int64_t mr,
-                                                                            std::int64_t nr, float alpha, float beta) {
+                                                                            std::int64_t nr, float alpha, float beta,
+                                                                            const float* bias) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     // Unrolled with constant indices, so that acc stays in registers (a loop bounded by mr would
     // index it at run time and put all 24 accumulators on the stack).
@@ -203,6 +205,7 @@ GLIMPSE_AVX512_TARGET inline __attribute__((always_inline)) void store_tile(cons
             float* p = c + r * ldc + 16 * q;
             __m512 v = alpha == 1.0f ? acc[r][q] : _mm512_mul_ps(va, acc[r][q]);
             if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, p), v);
+            if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias + 16 * q));
             _mm512_mask_storeu_ps(p, mask, v);
         }
 }
@@ -217,7 +220,7 @@ GLIMPSE_AVX512_TARGET inline __attribute__((always_inline)) void zero_tile(__m51
 // One register tile, f32 slots: acc[r][q] += a[r][s] * b[s][16 q ..] (a: kMr rows, stride lda).
 GLIMPSE_AVX512_TARGET inline void micro_f32(std::int64_t ks, const std::uint32_t* a, std::int64_t lda,
                                             const std::uint32_t* b, float* c, std::int64_t ldc, std::int64_t mr,
-                                            std::int64_t nr, float alpha, float beta) {
+                                            std::int64_t nr, float alpha, float beta, const float* bias) {
     __m512 acc[kMr][4];
     zero_tile(acc);
     const float* af = reinterpret_cast<const float*>(a);
@@ -234,13 +237,13 @@ GLIMPSE_AVX512_TARGET inline void micro_f32(std::int64_t ks, const std::uint32_t
             acc[r][3] = _mm512_fmadd_ps(x, b3, acc[r][3]);
         }
     }
-    store_tile(acc, c, ldc, mr, nr, alpha, beta);
+    store_tile(acc, c, ldc, mr, nr, alpha, beta, bias);
 }
 
 // One register tile, bf16 pair slots: acc[r][q] += the two products of pair a[r][s] and b[s][16 q ..].
 GLIMPSE_AVX512_BF16_TARGET inline void micro_bf16(std::int64_t ks, const std::uint32_t* a, std::int64_t lda,
                                                   const std::uint32_t* b, float* c, std::int64_t ldc, std::int64_t mr,
-                                                  std::int64_t nr, float alpha, float beta) {
+                                                  std::int64_t nr, float alpha, float beta, const float* bias) {
     __m512 acc[kMr][4];
     zero_tile(acc);
     for (std::int64_t s = 0; s < ks; ++s, ++a, b += kNr) {
@@ -257,7 +260,7 @@ GLIMPSE_AVX512_BF16_TARGET inline void micro_bf16(std::int64_t ks, const std::ui
             acc[r][3] = _mm512_dpbf16_ps(acc[r][3], x, b3);
         }
     }
-    store_tile(acc, c, ldc, mr, nr, alpha, beta);
+    store_tile(acc, c, ldc, mr, nr, alpha, beta, bias);
 }
 
 #pragma GCC diagnostic pop
@@ -280,7 +283,8 @@ inline std::uint32_t* thread_scratch(int which, std::int64_t n) {
     return k.buf[which]->get();
 }
 
-// C [m, n] (row-major, ldc) = alpha op(A) op(B) + beta C with op(A), op(B) packed as `kind`;
+// C [m, n] (row-major, ldc) = alpha op(A) op(B) + beta C (+ bias [n], f32, when not null: added
+// as the first K block is stored, not in a pass of its own) with op(A), op(B) packed as `kind`;
 // m, n, k > 0. bf16_pairs only where the CPU has avx512_bf16, the others where it has avx512
 // (the caller's ISA level). Threads: the caller's OpenMP team size, unless already inside one.
 //
@@ -291,7 +295,7 @@ inline std::uint32_t* thread_scratch(int which, std::int64_t n) {
 // towers' 1024^2 sizes).
 // (max_pack_slots: tests make it small to reach the chunked path with small operands.)
 inline void gemm(const gemm_operand& a, const gemm_operand& b, std::int64_t m, std::int64_t n, std::int64_t k,
-                 float alpha, float beta, float* c, std::int64_t ldc, slots kind,
+                 float alpha, float beta, float* c, std::int64_t ldc, slots kind, const float* bias = nullptr,
                  std::int64_t max_pack_slots = kMaxPackSlots) {
     const std::int64_t total = (k + k_per_slot(kind) - 1) / k_per_slot(kind);
     const std::int64_t panels = (n + kNr - 1) / kNr;
@@ -343,10 +347,11 @@ inline void gemm(const gemm_operand& a, const gemm_operand& b, std::int64_t m, s
                                 const std::uint32_t* ap = apack + r0 * lda + s0;
                                 float* cc = c + (i0 + r0) * ldc + j0;
                                 const std::int64_t mr = std::min(kMr, rows - r0);
+                                const float* bias_here = s0 == 0 && bias ? bias + j0 : nullptr;
                                 if (dot)
-                                    micro_bf16(ks, ap, lda, bp, cc, ldc, mr, cols, alpha, beta_here);
+                                    micro_bf16(ks, ap, lda, bp, cc, ldc, mr, cols, alpha, beta_here, bias_here);
                                 else
-                                    micro_f32(ks, ap, lda, bp, cc, ldc, mr, cols, alpha, beta_here);
+                                    micro_f32(ks, ap, lda, bp, cc, ldc, mr, cols, alpha, beta_here, bias_here);
                             }
                         }
                     }
