@@ -131,24 +131,31 @@ GLIMPSE_AVX512_TARGET inline void row_slots(const gemm_operand& x, std::int64_t 
 // dst row c (c < rows, stride ldd) = column c of the 16 x 16 slot block at src (stride lds).
 GLIMPSE_AVX512_TARGET inline void transpose16(const std::uint32_t* src, std::int64_t lds, std::uint32_t* dst,
                                               std::int64_t ldd, std::int64_t rows) {
+    // Every loop unrolled by name: at -O2 (the README's build) GCC kept r and t on the stack,
+    // and transposes took twice as long as at -O3.
     __m512i r[16], t[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * lds);
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {  // per 128-bit lane: 2 x 2 blocks of rows 2i, 2i + 1
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
     }
+#pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {  // per lane: rows 4g .. 4g + 3 of columns 4L + j in r[4g + j]
         r[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
         r[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
         r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
         r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
     }
+#pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {  // gather lane L of r[j], r[4 + j], r[8 + j], r[12 + j]: column 4L + j
         const __m512i v0 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), v1 = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);
         const __m512i w0 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
         const __m512i w1 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
         const __m512i col[4] = {_mm512_shuffle_i32x4(v0, w0, 0x88), _mm512_shuffle_i32x4(v1, w1, 0x88),
                                 _mm512_shuffle_i32x4(v0, w0, 0xdd), _mm512_shuffle_i32x4(v1, w1, 0xdd)};
+#pragma GCC unroll 4
         for (int l = 0; l < 4; ++l)
             if (4 * l + j < rows) _mm512_storeu_si512(dst + (4 * l + j) * ldd, col[l]);
     }
