@@ -23,10 +23,11 @@
 //   gemm/<shape>/<path>              the towers' GEMM shape classes (bf16 weights [N, K]) on the
 //                                    BLAS path, the packed f32 kernel and each bf16 kernel
 //
-// Each encoder row first runs one STAGED forward (untimed for the row; it doubles as the
-// warm-up): the tower's own pieces called in encode's order (patch embed [+ pos embed],
-// blocks, merger(s)), timed per stage — the towers expose no timing hook. Then the timed
-// encode() calls (Iterations: GLIMPSE_ENC_REPS, default 2 at 448, 1 at 1024).
+// Each encoder row first runs one CLOCKED encode() (untimed for the row; it doubles as the
+// warm-up) under a glimpse::stage_clock: the towers mark their stages with the names of the
+// modules ../shared/bench/vision_bench.py hooks in transformers (--extras stages): patch_embed,
+// attn (qkv, rotary, core, proj), mlp, norms, merger(s); plus residual, and other = the rest.
+// Then the timed encode() calls (Iterations: GLIMPSE_ENC_REPS, default 2 at 448, 1 at 1024).
 //
 // FLOPs (2mnk of every matmul, the same formula as ../shared/bench/vision_bench.py's flops()):
 // patch embed, qkv + proj, MLP (3 GEMMs SwiGLU / 2), attention 4 s^2 D per segment (window
@@ -34,7 +35,7 @@
 //
 // Counters: GFLOP, GFLOP/s, x_peak (GFLOP/s / Eigen peak), gemm_s = FLOPs / Eigen peak (the
 // time the GEMMs alone would take at the peak), x_gemm = encode time / gemm_s (goal <= 1.5),
-// stage_* = ms of each stage in the staged forward, weights_MiB = bytes of the tower's tensors
+// stage_* = ms of each stage in the clocked forward, weights_MiB = bytes of the tower's tensors
 // as stored (bf16), peak_MiB = VmHWM during the row's encode calls (reset through
 // /proc/self/clear_refs after loading; the checkpoint's mapping is dropped before), x_weights =
 // peak / weights, act_SD = (peak - weights) / (S*D*4 bytes), others = cores used by other
@@ -61,6 +62,7 @@
 #include <nlohmann/json.hpp>
 
 #include <glimpse/backend/cpu.hpp>
+#include <glimpse/core/stage_clock.hpp>
 #include <glimpse/io/safetensors.hpp>
 #include <glimpse/models/qwen2_5_vl.hpp>
 #include <glimpse/models/qwen3_vl.hpp>
@@ -333,94 +335,29 @@ std::int64_t grid_side(std::int64_t side, const glimpse::models::qwen_vision_con
     return static_cast<std::int64_t>(std::nearbyint(static_cast<double>(side) / f)) * c.spatial_merge_size;
 }
 
-// ---- one staged forward: the tower's pieces, timed per stage --------------------------------
+// ---- one clocked forward: encode() itself, timed per stage ---------------------------------
+// The towers mark their stages (core/stage_clock.hpp) with transformers' module names; what no
+// stage covers (RoPE tables, layouts, gathers) is "other".
 struct stage_ms {
-    double patch = 0, blocks = 0, merger = 0, total = 0;
+    std::vector<glimpse::stage_clock::stage> stages;
+    double total = 0;
+    double of(std::string_view name) const {
+        for (const auto& s : stages)
+            if (s.name == name) return s.ms;
+        return 0.0;
+    }
+    double attn() const { return of("attn.qkv") + of("attn.rotary") + of("attn.core") + of("attn.proj"); }
+    double blocks() const { return attn() + of("norms") + of("mlp") + of("residual"); }
 };
 
-stage_ms staged_qwen25(const glimpse::models::qwen2_5_vision<cpu>& tw, const glimpse::cview& pv,
-                       std::span<const grid_thw_t> grids) {
-    namespace gm = glimpse::models;
-    auto& be = g_be;
-    const auto& c = tw.config;
-    const std::int64_t d = c.hidden_size, m = c.spatial_merge_size, g = m * m;
+stage_ms clocked_encode(const loaded& M, const glimpse::cview& pv, std::span<const grid_thw_t> grids) {
     stage_ms r;
+    const glimpse::stage_clock clock;
     const auto t0 = clk::now();
-    const gm::qwen_layout L = gm::make_qwen_layout(grids, c.window_merged(), m);
-    const std::int64_t n = L.tokens();
-    cpu::tensor xmb = be.alloc(shape{n, d}, dtype::f32);
-    be.gemm(pv, tw.patch_weight.cv().reshape(shape{d, c.patch_dim()}), xmb.v(), glimpse::gemm_args{.trans_b = true},
-            glimpse::cview{});
-    cpu::tensor x = be.alloc(shape{n, d}, dtype::f32);
-    be.gather_rows(xmb.cv(), L.window_rows(), x.v());
-    const auto pos = L.positions(L.window_order);
-    auto [hc, hs] = glimpse::nn::vision_rotary{c.head_dim(), c.rope_theta}.cos_sin(pos);
-    const cpu::tensor cos = be.upload(hc.cv()), sin = be.upload(hs.cv());
-    const auto t1 = clk::now();
-    for (std::int64_t k = 0; k < c.depth; ++k) {
-        const bool full = std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), k) !=
-                          c.fullatt_block_indexes.end();
-        tw.blocks[static_cast<std::size_t>(k)].forward(be, x.v(), cos.cv(), sin.cv(),
-                                                       full ? L.cu_seqlens : L.cu_window_seqlens);
-    }
-    const auto t2 = clk::now();
-    cpu::tensor hidden = be.alloc(shape{n, d}, dtype::f32);
-    be.gather_rows(x.cv(), L.unwindow_rows(), hidden.v());
-    cpu::tensor xn = tw.ln_q(be, x.cv());
-    cpu::tensor h = tw.mlp0(be, xn.cv().reshape(shape{n / g, g * d}));
-    be.activate(glimpse::activation::gelu_erf, h.cv(), h.v());
-    cpu::tensor mw = tw.mlp2(be, h.cv());
-    cpu::tensor merged = be.alloc(mw.shape(), dtype::f32);
-    be.gather_rows(mw.cv(), L.unwindow_groups(), merged.v());
-    benchmark::DoNotOptimize(merged.data());
-    const auto t3 = clk::now();
-    r.patch = 1e3 * std::chrono::duration<double>(t1 - t0).count();
-    r.blocks = 1e3 * std::chrono::duration<double>(t2 - t1).count();
-    r.merger = 1e3 * std::chrono::duration<double>(t3 - t2).count();
-    r.total = r.patch + r.blocks + r.merger;
-    return r;
-}
-
-stage_ms staged_qwen3(const glimpse::models::qwen3_vision<cpu>& tw, const glimpse::cview& pv,
-                      std::span<const grid_thw_t> grids) {
-    namespace gm = glimpse::models;
-    auto& be = g_be;
-    const auto& c = tw.config;
-    const std::int64_t d = c.hidden_size, m = c.spatial_merge_size;
-    stage_ms r;
-    const auto t0 = clk::now();
-    const gm::qwen_layout L = gm::make_qwen_layout(grids, 0, m);
-    const std::int64_t n = L.tokens();
-    cpu::tensor x = be.alloc(shape{n, d}, dtype::f32);
-    be.gemm(pv, tw.patch_weight.cv().reshape(shape{d, c.patch_dim()}), x.v(), glimpse::gemm_args{.trans_b = true},
-            tw.patch_bias.cv());
-    {
-        const cpu::tensor pe = be.upload(gm::qwen3_position_embedding(tw.pos_table.cv(), L, grids).cv());
-        be.add(x.cv(), pe.cv(), x.v(), 1.0f);
-    }
-    const auto pos = L.positions(L.merge_order);
-    auto [hc, hs] = glimpse::nn::vision_rotary{c.head_dim(), c.rope_theta}.cos_sin(pos);
-    const cpu::tensor cos = be.upload(hc.cv()), sin = be.upload(hs.cv());
-    const auto t1 = clk::now();
-    double ds_s = 0;
-    std::vector<cpu::tensor> deep;
-    for (std::int64_t k = 0; k < c.depth; ++k) {
-        tw.blocks[static_cast<std::size_t>(k)].forward(be, x.v(), cos.cv(), sin.cv(), L.cu_seqlens);
-        const auto& ds = c.deepstack_visual_indexes;
-        if (auto it = std::find(ds.begin(), ds.end(), k); it != ds.end()) {
-            const auto a = clk::now();
-            deep.push_back(tw.deepstack_mergers[static_cast<std::size_t>(it - ds.begin())](be, x.cv()));
-            ds_s += seconds_since(a);
-        }
-    }
-    const auto t2 = clk::now();
-    cpu::tensor merged = tw.merger(be, x.cv());
-    benchmark::DoNotOptimize(merged.data());
-    const auto t3 = clk::now();
-    r.patch = 1e3 * std::chrono::duration<double>(t1 - t0).count();
-    r.blocks = 1e3 * (std::chrono::duration<double>(t2 - t1).count() - ds_s);
-    r.merger = 1e3 * (std::chrono::duration<double>(t3 - t2).count() + ds_s);
-    r.total = r.patch + r.blocks + r.merger;
+    auto out = M.q25 ? M.q25->encode(g_be, pv, grids) : M.q3->encode(g_be, pv, grids);
+    benchmark::DoNotOptimize(out.merged.data());
+    r.total = 1e3 * seconds_since(t0);
+    r.stages = clock.stages();
     return r;
 }
 
@@ -448,8 +385,8 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
     const double flop = F.total();
 
     const double load_before = loadavg1();
-    // Staged forward: the stage breakdown, and the warm-up.
-    const stage_ms sm = M.q25 ? staged_qwen25(*M.q25, pv.cv(), grids) : staged_qwen3(*M.q3, pv.cv(), grids);
+    // One clocked forward: the stage breakdown, and the warm-up.
+    const stage_ms sm = clocked_encode(M, pv.cv(), grids);
 
     const bool hwm_ok = reset_peak_rss();
     const double rss0 = status_mib("VmRSS");
@@ -478,9 +415,19 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
     st.counters["x_peak"] = gflops / g_peak_gflops;
     st.counters["gemm_s"] = gemm_s;
     st.counters["x_gemm"] = sec / gemm_s;
-    st.counters["stage_patch_ms"] = sm.patch;
-    st.counters["stage_blocks_ms"] = sm.blocks;
-    st.counters["stage_merger_ms"] = sm.merger;
+    const double other_ms = sm.total - [&] {
+        double t = 0;
+        for (const auto& x : sm.stages) t += x.ms;
+        return t;
+    }();
+    st.counters["stage_patch_embed_ms"] = sm.of("patch_embed") + sm.of("pos_embed");
+    st.counters["stage_norms_ms"] = sm.of("norms");
+    st.counters["stage_attn_ms"] = sm.attn();
+    st.counters["stage_attn_core_ms"] = sm.of("attn.core");
+    st.counters["stage_mlp_ms"] = sm.of("mlp");
+    st.counters["stage_residual_ms"] = sm.of("residual");
+    st.counters["stage_merger_ms"] = sm.of("merger(s)");
+    st.counters["stage_other_ms"] = other_ms;
     st.counters["stage_total_ms"] = sm.total;
     st.counters["weights_MiB"] = M.weights_mib;
     st.counters["rss_loaded_MiB"] = M.rss_loaded_mib;
@@ -501,15 +448,17 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
     }
     std::fprintf(stderr,
                  "[%s %lld %s: grid %lldx%lld N=%lld | GFLOP %.1f (patch %.1f, qkv+proj %.1f, mlp %.1f, attn %.1f, "
-                 "merger %.1f) | stages ms: patch %.0f blocks %.0f (%.1f GFLOP/s) merger %.0f total %.0f | "
-                 "encode %s s (median %.2f) | peak %.0f MiB, weights %.0f MiB, load %.1f s, rss after load %.0f MiB | "
-                 "load1 %.2f -> %.2f]\n",
-                 fam.dir, static_cast<long long>(side), prec_name.c_str(), static_cast<long long>(gs), static_cast<long long>(gs),
-                 static_cast<long long>(n), flop * 1e-9, F.patch * 1e-9, F.linear * 1e-9, F.mlp * 1e-9,
-                 F.attn * 1e-9, F.merger * 1e-9, sm.patch, sm.blocks, F.blocks() / sm.blocks * 1e-6, sm.merger,
-                 sm.total,
-                 runs.c_str(),
-                 sec, peak, M.weights_mib, M.load_s, M.rss_loaded_mib, load_before, loadavg1());
+                 "merger %.1f) | stages ms: patch_embed %.0f, attn %.0f (qkv %.0f, rotary %.0f, core %.0f = %.0f GFLOP/s, "
+                 "proj %.0f), mlp %.0f, norms %.0f, residual %.0f, merger(s) %.0f, other %.0f; blocks %.0f (%.1f GFLOP/s), "
+                 "total %.0f | encode %s s (median %.2f) | peak %.0f MiB, weights %.0f MiB, load %.1f s, rss after load "
+                 "%.0f MiB | load1 %.2f -> %.2f]\n",
+                 fam.dir, static_cast<long long>(side), prec_name.c_str(), static_cast<long long>(gs),
+                 static_cast<long long>(gs), static_cast<long long>(n), flop * 1e-9, F.patch * 1e-9, F.linear * 1e-9,
+                 F.mlp * 1e-9, F.attn * 1e-9, F.merger * 1e-9, sm.of("patch_embed") + sm.of("pos_embed"), sm.attn(),
+                 sm.of("attn.qkv"), sm.of("attn.rotary"), sm.of("attn.core"), F.attn / sm.of("attn.core") * 1e-6,
+                 sm.of("attn.proj"), sm.of("mlp"), sm.of("norms"), sm.of("residual"), sm.of("merger(s)"), other_ms,
+                 sm.blocks(), F.blocks() / sm.blocks() * 1e-6, sm.total, runs.c_str(), sec, peak, M.weights_mib, M.load_s,
+                 M.rss_loaded_mib, load_before, loadavg1());
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "glimpse/core/backend.hpp"
+#include "glimpse/core/stage_clock.hpp"
 #include "glimpse/heatmap/integration.hpp"
 #include "glimpse/io/safetensors.hpp"
 #include "glimpse/models/qwen_config.hpp"
@@ -94,12 +95,14 @@ public:
                                "] for these grids, got ", pixel_values.shape().str());
 
         // Patch embedding, merge-block order, then into window order.
-        tensor_t xmb = be.alloc(shape{n, d}, dtype::f32);
-        be.gemm(pixel_values, patch_weight.cv().reshape(shape{d, c.patch_dim()}), xmb.v(), gemm_args{.trans_b = true},
-                cview{});
         tensor_t x = be.alloc(shape{n, d}, dtype::f32);
-        const auto rows = L.window_rows();
-        be.gather_rows(xmb.cv(), rows, x.v());
+        {
+            const stage_clock::scope sc("patch_embed");
+            tensor_t xmb = be.alloc(shape{n, d}, dtype::f32);
+            be.gemm(pixel_values, patch_weight.cv().reshape(shape{d, c.patch_dim()}), xmb.v(),
+                    gemm_args{.trans_b = true}, cview{});
+            be.gather_rows(xmb.cv(), L.window_rows(), x.v());
+        }
 
         // RoPE rows in window order (the same permutation as x).
         const auto pos = L.positions(L.window_order);
@@ -127,6 +130,7 @@ public:
         be.gather_rows(x.cv(), L.unwindow_rows(), out.hidden.v());
 
         // Merger on window-ordered rows (each group of 4 is one 2x2 block), then un-window.
+        const stage_clock::scope sc("merger(s)");
         tensor_t xn = ln_q(be, x.cv());
         tensor_t h = mlp0(be, xn.cv().reshape(shape{n / g, g * d}));
         be.activate(activation::gelu_erf, h.cv(), h.v());

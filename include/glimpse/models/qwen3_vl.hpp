@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "glimpse/core/backend.hpp"
+#include "glimpse/core/stage_clock.hpp"
 #include "glimpse/heatmap/integration.hpp"
 #include "glimpse/io/safetensors.hpp"
 #include "glimpse/models/qwen_config.hpp"
@@ -176,9 +177,13 @@ public:
                                "] for these grids, got ", pixel_values.shape().str());
 
         tensor_t x = be.alloc(shape{n, d}, dtype::f32);
-        be.gemm(pixel_values, patch_weight.cv().reshape(shape{d, c.patch_dim()}), x.v(), gemm_args{.trans_b = true},
-                patch_bias.cv());
         {
+            const stage_clock::scope sc("patch_embed");
+            be.gemm(pixel_values, patch_weight.cv().reshape(shape{d, c.patch_dim()}), x.v(),
+                    gemm_args{.trans_b = true}, patch_bias.cv());
+        }
+        {
+            const stage_clock::scope sc("pos_embed");
             const tensor_t pe = be.upload(qwen3_position_embedding(pos_table.cv(), L, grid_thw).cv());
             be.add(x.cv(), pe.cv(), x.v(), 1.0f);
         }
@@ -198,12 +203,17 @@ public:
             const auto s = heatmap::site::after_block(static_cast<int>(k));
             if (policy.applies_at(s)) policy.apply(be, s, x.v(), si.context(extra));
             const auto& ds = c.deepstack_visual_indexes;
-            if (auto it = std::find(ds.begin(), ds.end(), k); it != ds.end())
+            if (auto it = std::find(ds.begin(), ds.end(), k); it != ds.end()) {
+                const stage_clock::scope sc("merger(s)");
                 out.deepstack.push_back(deepstack_mergers[static_cast<std::size_t>(it - ds.begin())](be, x.cv()));
+            }
         }
         if (policy.applies_at(heatmap::site::before_merger()))
             policy.apply(be, heatmap::site::before_merger(), x.v(), si.context(extra));
-        out.merged = merger(be, x.cv());
+        {
+            const stage_clock::scope sc("merger(s)");
+            out.merged = merger(be, x.cv());
+        }
         out.hidden = std::move(x);
         return out;
     }

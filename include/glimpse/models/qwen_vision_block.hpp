@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "glimpse/core/backend.hpp"
+#include "glimpse/core/stage_clock.hpp"
 #include "glimpse/heatmap/integration.hpp"
 #include "glimpse/io/safetensors.hpp"
 #include "glimpse/models/qwen_token_order.hpp"
@@ -100,23 +101,48 @@ struct qwen_vision_block {
         const std::int64_t s = x.size(0), d = dim(), h = heads, hd = head_dim();
         glimpse::detail::check(x.rank() == 2 && x.size(1) == d, "qwen vision block: x must be [S, ", d, "], got ",
                                x.shape().str());
-        tensor_t xn = norm1(be, x);
-        tensor_t t = qkv(be, xn.cv());  // [S, 3D]
+        tensor_t xn = [&] {
+            const stage_clock::scope sc("norms");
+            return norm1(be, x);
+        }();
+        tensor_t t = [&] {
+            const stage_clock::scope sc("attn.qkv");
+            return qkv(be, xn.cv());  // [S, 3D]
+        }();
         const view tv = t.v();
         const strides_t st{3 * d, hd, 1};
         const auto head_view = [&](std::int64_t part) {
             return view(tv.data() + part * d * static_cast<std::int64_t>(sizeof(float)), dtype::f32, shape{s, h, hd}, st);
         };
         const view q = head_view(0), k = head_view(1), v = head_view(2);
-        be.rotary(q, cos, sin);
-        be.rotary(k, cos, sin);
+        {
+            const stage_clock::scope sc("attn.rotary");
+            be.rotary(q, cos, sin);
+            be.rotary(k, cos, sin);
+        }
         tensor_t o = be.alloc(shape{s, h, hd}, dtype::f32);
-        be.attention(q, k, v, o.v(),
-                     attention_args{1.0f / std::sqrt(static_cast<float>(hd)), cview{}, segments, maps});
-        tensor_t a = proj(be, o.cv().reshape(shape{s, d}));
-        be.add(x, a.cv(), x, 1.0f);
-        tensor_t yn = norm2(be, x);
-        tensor_t m = mlp(be, yn.cv());
+        {
+            const stage_clock::scope sc("attn.core");
+            be.attention(q, k, v, o.v(),
+                         attention_args{1.0f / std::sqrt(static_cast<float>(hd)), cview{}, segments, maps});
+        }
+        tensor_t a = [&] {
+            const stage_clock::scope sc("attn.proj");
+            return proj(be, o.cv().reshape(shape{s, d}));
+        }();
+        {
+            const stage_clock::scope sc("residual");
+            be.add(x, a.cv(), x, 1.0f);
+        }
+        tensor_t yn = [&] {
+            const stage_clock::scope sc("norms");
+            return norm2(be, x);
+        }();
+        tensor_t m = [&] {
+            const stage_clock::scope sc("mlp");
+            return mlp(be, yn.cv());
+        }();
+        const stage_clock::scope sc("residual");
         be.add(x, m.cv(), x, 1.0f);
     }
 
