@@ -388,10 +388,10 @@ TEST_CASE("safetensors hostile: malformed index.json", "[io][hostile]") {
              {R"({"metadata":{}})", "no \"weight_map\""},
              {R"({"weight_map":[]})", "no \"weight_map\""},
              {R"({"weight_map":{"w":7}})", "not a file name"},
-             {R"({"weight_map":{"w":"model.safetensors","w":"other.safetensors"}})", "'w' twice"},
+             {R"({"weight_map":{"w":"model.safetensors","w":"other.safetensors"}})", "'w' appears twice"},
              {R"({"weight_map":{"w":"absent.safetensors"}})", "no such file"},
              {"{\"weight_map\":{\"w\xff\":\"model.safetensors\"}}", "UTF-8"},
-             {std::string(100'000, '[') + std::string(100'000, ']'), "nested too deeply"},
+             {std::string(100'000, '[') + std::string(100'000, ']'), "nested more than 64 levels deep"},
          }) {
         INFO(text.substr(0, 80));
         write_file(index, text);

@@ -50,6 +50,7 @@
 #include "glimpse/compare/outputs.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/io/image.hpp"
+#include "glimpse/io/json_file.hpp"
 
 namespace glimpse::compare {
 
@@ -102,19 +103,8 @@ inline batch_file read_batch(const std::filesystem::path& file) {
         ++line;
         const auto first = text.find_first_not_of(" \t\r");
         if (first == std::string::npos || text[first] == '#') continue;
-        nlohmann::json j;
-        bool too_deep = false;
-        try {
-            // Nesting bounded as in parse_json_file (64); a deeper line is refused before
-            // its DOM exists (and before any error message dumps it).
-            j = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
-                if (depth > 64) too_deep = true;
-                return !too_deep;
-            });
-        } catch (const std::exception& e) {
-            glimpse::detail::fail(where(), ": not JSON (", e.what(), ")");
-        }
-        glimpse::detail::check(!too_deep, where(), ": nested more than 64 levels deep");
+        // io/json_file.hpp's limits: nesting, keys given twice, NUL bytes.
+        const nlohmann::json j = parse_json_text(text, where());
         glimpse::detail::check(j.is_object(), where(), ": expected a JSON object");
         for (auto k = j.begin(); k != j.end(); ++k)
             if (!known.count(k.key())) out.unknown_keys[k.key()].push_back(line);

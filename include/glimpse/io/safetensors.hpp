@@ -43,6 +43,7 @@
 #include "glimpse/core/dtype.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/shape.hpp"
+#include "glimpse/io/json_file.hpp"
 #include "glimpse/core/tensor.hpp"
 
 namespace glimpse {
@@ -68,29 +69,6 @@ namespace detail {
 // The reference implementation refuses headers above 100 MB; so do we, which
 // also bounds what parsing a hostile header may allocate.
 inline constexpr std::uint64_t safetensors_max_header = 100'000'000;
-
-// Names and parser messages come from untrusted bytes: escape control bytes
-// (and, for text that may not be UTF-8, every non-ASCII byte) and cap the
-// length so an error stays one readable line.
-inline std::string printable(std::string_view s, bool ascii_only = false, std::size_t max_len = 160) {
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string out;
-    const std::size_t n = std::min(s.size(), max_len);
-    for (std::size_t i = 0; i < n; ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f || (ascii_only && c >= 0x80)) {
-            out += "\\x";
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (s.size() > max_len) out += "...";
-    return out;
-}
-
-inline std::string quote_name(std::string_view s) { return "'" + printable(s) + "'"; }
 
 // Every dtype the safetensors format defines with a whole-byte element size.
 // Unknown names are rejected; known ones open fine and fail only when used.
@@ -508,38 +486,6 @@ private:
 
 namespace detail {
 
-// Parses a small JSON file into a DOM, refusing duplicate keys (a DOM keeps
-// only the last, which would hide a conflicting mapping) and absurd nesting.
-inline nlohmann::json parse_json_file(const std::filesystem::path& file, const std::string& where) {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(file, ec);
-    if (ec) fail(where, ": cannot read ", file.filename().string(), ": ", ec.message());
-    if (size > safetensors_max_header) fail(where, ": ", file.filename().string(), " is larger than 100 MB");
-    std::ifstream in(file, std::ios::binary);
-    std::string text(static_cast<std::size_t>(size), '\0');
-    if (!in.read(text.data(), static_cast<std::streamsize>(size)))
-        fail(where, ": cannot read ", file.filename().string());
-
-    if (text.find('\0') != std::string::npos)  // nlohmann would stop there as if the input ended
-        fail(where, ": ", file.filename().string(), " is not valid JSON: it contains a NUL byte");
-
-    std::vector<std::unordered_set<std::string>> keys;
-    auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-        using ev_t = nlohmann::json::parse_event_t;
-        if (depth > 64) fail(where, ": ", file.filename().string(), " is nested too deeply");
-        if (ev == ev_t::object_start) keys.emplace_back();
-        if (ev == ev_t::object_end && !keys.empty()) keys.pop_back();
-        if (ev == ev_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second)
-            fail(where, ": ", file.filename().string(), " has key ", quote_name(parsed.get<std::string>()), " twice");
-        return true;
-    };
-    try {
-        return nlohmann::json::parse(text, cb);
-    } catch (const nlohmann::json::exception& ex) {
-        fail(where, ": ", file.filename().string(), " is not valid JSON: ", printable(ex.what(), true, 240));
-    }
-}
-
 // Index files name shards relative to their directory; anything that could
 // leave it ('/', '..') is refused rather than resolved.
 inline bool plain_file_name(std::string_view s) noexcept {
@@ -617,7 +563,7 @@ private:
 
     void open_indexed() {
         const std::string idx(index_name);
-        const nlohmann::json j = detail::parse_json_file(path_ / index_name, where());
+        const nlohmann::json j = parse_json_file(path_ / index_name, where());
         if (!j.is_object()) detail::fail(where(), ": ", idx, " is not a JSON object");
         const auto wm = j.find("weight_map");
         if (wm == j.end() || !wm->is_object()) detail::fail(where(), ": ", idx, " has no \"weight_map\" object");

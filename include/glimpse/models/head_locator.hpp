@@ -118,7 +118,7 @@ struct head_name_map {
 
     static head_name_map from_json(const std::filesystem::path& file) {
         const std::string where = "head name map '" + file.string() + "'";
-        const nlohmann::json j = glimpse::detail::parse_json_file(file, where);
+        const nlohmann::json j = glimpse::parse_json_file(file, where);
         glimpse::detail::check(j.is_object(), where, ": expected a JSON object {\"prefix\": ..., \"leaves\": {...}}");
         head_name_map m;
         m.file = file;

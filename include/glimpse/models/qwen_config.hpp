@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "glimpse/core/error.hpp"
-#include "glimpse/io/safetensors.hpp"
+#include "glimpse/io/json_file.hpp"
 
 namespace glimpse::models {
 
@@ -68,7 +68,7 @@ struct qwen_vision_config {
         const auto file = std::filesystem::is_directory(model_dir) ? model_dir / "config.json" : model_dir;
         const std::string where = "qwen config '" + file.string() + "'";
         if (!std::filesystem::exists(file)) glimpse::detail::fail(where, ": no such file");
-        return from_json(glimpse::detail::parse_json_file(file, where), where);
+        return from_json(glimpse::parse_json_file(file, where), where);
     }
 };
 

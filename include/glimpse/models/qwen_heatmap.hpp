@@ -600,7 +600,7 @@ private:
         std::error_code ec;
         if (!std::filesystem::is_regular_file(file, ec)) return;
         const std::string where = "head directory '" + dir.string() + "'";
-        const nlohmann::json j = glimpse::detail::parse_json_file(file, where);
+        const nlohmann::json j = glimpse::parse_json_file(file, where);
         if (!j.is_object()) return;
         const auto str_at = [&](const char* a, const char* b) -> std::optional<std::string> {
             if (!j.contains(a) || !j[a].is_object() || !j[a].contains(b) || !j[a][b].is_string()) return std::nullopt;

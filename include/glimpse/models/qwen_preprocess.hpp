@@ -29,7 +29,7 @@
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/tensor.hpp"
 #include "glimpse/io/image.hpp"
-#include "glimpse/io/safetensors.hpp"
+#include "glimpse/io/json_file.hpp"
 
 namespace glimpse::models {
 
@@ -119,7 +119,7 @@ inline preprocess_config preprocess_config::from_json(const std::filesystem::pat
     const std::string where = "preprocessor config '" + file.string() + "'";
     std::error_code ec;
     if (!std::filesystem::exists(file, ec)) glimpse::detail::fail(where, ": no such file");
-    const nlohmann::json j = glimpse::detail::parse_json_file(file, where);
+    const nlohmann::json j = glimpse::parse_json_file(file, where);
     if (!j.is_object()) glimpse::detail::fail(where, ": not a JSON object");
 
     preprocess_config c;

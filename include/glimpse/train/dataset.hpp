@@ -40,6 +40,7 @@
 #include "glimpse/core/random.hpp"
 #include "glimpse/heatmap/prepare.hpp"
 #include "glimpse/io/image.hpp"
+#include "glimpse/io/json_file.hpp"
 
 namespace glimpse::train {
 
@@ -77,35 +78,22 @@ struct line_error {
 [[noreturn]] inline void bad(std::string reason) { throw line_error{std::move(reason)}; }
 
 inline nlohmann::json parse_line(const std::string& text) {
-    // A DOM keeps only the last of two equal keys: refuse them instead of guessing.
-    std::vector<std::unordered_set<std::string>> keys;
-    std::string dup;
-    // Nesting is bounded as in parse_json_file (64): a line of 20,000 nested arrays
-    // would otherwise be parsed, and then dumped recursively into the error message.
-    auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-        using ev_t = nlohmann::json::parse_event_t;
-        if (depth > 64) bad("nested more than 64 levels deep");
-        if (ev == ev_t::object_start) keys.emplace_back();
-        if (ev == ev_t::object_end && !keys.empty()) keys.pop_back();
-        if (ev == ev_t::key && !keys.empty() && !keys.back().insert(parsed.get<std::string>()).second && dup.empty())
-            dup = parsed.get<std::string>();
-        return true;
-    };
+    // io/json_file.hpp's limits: nesting, keys given twice, NUL bytes.
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(text, cb);
-    } catch (const nlohmann::json::exception& ex) {
-        // Python's json.dumps writes NaN / Infinity for non-finite floats; say so plainly.
-        for (const char* tok : {"NaN", "Infinity"})
-            if (text.find(tok) != std::string::npos)
-                bad(std::string("not valid JSON: ") + tok +
-                    " is not a JSON number (a box coordinate must be a finite number)");
-        std::string what = ex.what();
-        if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
-        if (what.find("number overflow") != std::string::npos) what += " (a box coordinate must be a finite number)";
-        bad("not valid JSON: " + what);
+        j = parse_json_text(text, {});
+    } catch (const glimpse::error& ex) {
+        std::string why = ex.what();
+        if (why.rfind("not valid JSON", 0) == 0) {
+            // Python's json.dumps writes NaN / Infinity for non-finite floats; say so plainly.
+            for (const char* tok : {"NaN", "Infinity"})
+                if (text.find(tok) != std::string::npos)
+                    bad(std::string("not valid JSON: ") + tok +
+                        " is not a JSON number (a box coordinate must be a finite number)");
+            if (why.find("number overflow") != std::string::npos) why += " (a box coordinate must be a finite number)";
+        }
+        bad(why);
     }
-    if (!dup.empty()) bad("key '" + dup + "' appears twice");
     if (!j.is_object()) bad(std::string("not a JSON object (a ") + j.type_name() + ")");
     return j;
 }

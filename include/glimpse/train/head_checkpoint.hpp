@@ -179,11 +179,7 @@ inline train_state load_train_state(const std::filesystem::path& dir) {
     train_state st;
     st.step = impl::parse_int(get("step"), where + ": step");
     check(st.step >= 0, where, ": negative step ", st.step);
-    try {
-        st.record = nlohmann::json::parse(get("record"));
-    } catch (const nlohmann::json::exception& e) {
-        glimpse::detail::fail(where, ": its record is not valid JSON: ", e.what());
-    }
+    st.record = parse_json_text(get("record"), where + ": its record");
     for (const auto& e : f.entries()) {
         if (!e.name.starts_with("param.")) continue;
         const std::string n = e.name.substr(6);
@@ -210,7 +206,7 @@ inline train_state load_train_state(const std::filesystem::path& dir) {
 
 // Reads glimpse_head.json (the record) of a run directory or head directory.
 inline nlohmann::json load_record(const std::filesystem::path& dir) {
-    return glimpse::detail::parse_json_file(dir / record_file_name, "head directory '" + dir.string() + "'");
+    return glimpse::parse_json_file(dir / record_file_name, "head directory '" + dir.string() + "'");
 }
 
 }  // namespace glimpse::train
