@@ -29,7 +29,10 @@ out="${GLIMPSE_FUZZ_OUT:-$bin/out}"
 mkdir -p "$bin" "$out"
 flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -I"$root/include" -I/usr/include/stb
-       -DGLIMPSE_FUZZ_IMAGE="\"$root/tests/data/images/square_100x100.png\"")
+       -I/usr/include/eigen3
+       -DGLIMPSE_FUZZ_IMAGE="\"$root/tests/data/images/square_100x100.png\""
+       -DGLIMPSE_FUZZ_MODEL_DIR="\"$root/tests/data/qwen3_vl_tiny\""
+       -DGLIMPSE_FUZZ_HEAD_DIR="\"$root/examples/data/qwen3_vl_tiny_finetuned\"")
 status=0
 for src in "$here"/fuzz_*.cpp; do
   name="$(basename "$src" .cpp)"

@@ -109,7 +109,9 @@ GLIMPSE_AMX_TARGET inline void configure() {
 // GCC 12 reports the intrinsics' own deliberately undefined operands (_mm512_undefined_*) as
 // maybe-uninitialized when they are inlined into a target-attribute function.
 #pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)  // a GCC-only warning: Clang would warn of the unknown name
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // Row i of op(A) [m, k] as bf16 into dst[0, kp), zero beyond k.
 GLIMPSE_AMX_TARGET inline void convert_a_row(const gemm_operand& a, std::int64_t i, std::int64_t k, std::int64_t kp,

@@ -45,7 +45,9 @@ inline float round_bf16(float f) { return to_f32(to_bf16(f)); }
 // GCC 12 reports the intrinsics' own deliberately undefined operands (_mm512_undefined_*) as
 // maybe-uninitialized when they are inlined into a target-attribute function.
 #pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)  // a GCC-only warning: Clang would warn of the unknown name
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // f32 -> bf16 bits, 16 at a time, bit-identical to to_bf16 (ties to even, NaN stays a quiet NaN;

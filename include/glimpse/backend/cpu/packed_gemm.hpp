@@ -85,7 +85,9 @@ inline std::uint32_t slot_at(const gemm_operand& x, std::int64_t row, std::int64
 
 // GCC 12 reports the intrinsics' own deliberately undefined operands as maybe-uninitialized.
 #pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)  // a GCC-only warning: Clang would warn of the unknown name
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 // The first ns slots of row `row` of op(X) (K runs along the row, k elements in all; slots past
