@@ -102,6 +102,7 @@ int run(B& be, const glimpse::device_spec& dev, const std::string& model, const 
     std::printf("  grid_thw %s: %lld patches -> %lld merged tokens\n", join(grid).c_str(), static_cast<long long>(n),
                 static_cast<long long>(merged));
 
+    const glimpse::stage_clock stages;
     const auto t_enc = clock_type::now();
     std::optional<models::qwen_encoding<B>> r;
     glimpse::models::vision_output<B> plain;
@@ -168,6 +169,9 @@ int run(B& be, const glimpse::device_spec& dev, const std::string& model, const 
 
     std::printf("  timings  load %.1f ms, preprocess %.1f ms, encode%s %.1f ms, write %.1f ms\n", load_ms, prep_ms,
                 r ? " + head" : "", enc_ms, write_ms);
+    // On cuda the scopes time the launches, not the kernels: only the cpu breakdown is printed.
+    if constexpr (std::is_same_v<B, glimpse::cpu>)
+        std::printf("  stages   %s\n", stages.summary(enc_ms).c_str());
     if (!out_path.empty()) std::printf("  wrote    %s\n", out_path.c_str());
     return 0;
 }

@@ -16,6 +16,7 @@
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/random.hpp"
 #include "glimpse/core/shape.hpp"
+#include "glimpse/core/stage_clock.hpp"
 #include "glimpse/core/tensor.hpp"
 
 #include "glimpse/backend/cpu.hpp"

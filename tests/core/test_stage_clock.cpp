@@ -51,6 +51,11 @@ TEST_CASE("stage_clock: scopes add up per name while a clock runs, and cost noth
     CHECK(outer.ms("b") >= 2.0);
     CHECK(outer.ms("c") == 0.0);
     CHECK(outer.total_ms() == Approx(outer.ms("a") + outer.ms("b")));
+    const std::string line = outer.summary(outer.total_ms() + 1.0);
+    CHECK(line.rfind("a ", 0) == 0);
+    CHECK(line.find(" ms, b ") != std::string::npos);
+    CHECK(line.find(", other 1.0 ms") != std::string::npos);
+    CHECK(stage_clock{}.summary().empty());
     // Another thread has no clock of its own: its scopes are not this clock's.
     std::thread([] { busy("elsewhere", 1); }).join();
     CHECK(outer.ms("elsewhere") == 0.0);

@@ -316,6 +316,9 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
         CHECK(text.find("untrained") != std::string::npos);
         CHECK(text.find("attention mass inside the box") != std::string::npos);
         CHECK(text.find("timings  load") != std::string::npos);
+        // Where the encode's time went, in transformers' stage names (core/stage_clock.hpp).
+        for (const char* stage : {"stages   patch_embed ", "attn.core ", "mlp ", "merger(s) ", "other "})
+            CHECK(text.find(stage) != std::string::npos);
         const safetensors_file f(out);
         for (const char* n : {"hidden", "merged", "heatmap", "attention.mean", "attention.per_head"}) CHECK(f.contains(n));
         CHECK(f.contains("deepstack.0") == (model == kQ3));
