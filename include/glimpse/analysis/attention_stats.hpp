@@ -22,9 +22,9 @@
 #include <span>
 #include <vector>
 
+#include "glimpse/core/box.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/random.hpp"
-#include "glimpse/heatmap/prepare.hpp"
 
 namespace glimpse::analysis {
 
@@ -54,14 +54,13 @@ inline void check_map(std::span<const float> map, const grid_geometry& g) {
 }
 
 // Per-patch coverage of a box [S] (raster), in [0, 1].
-inline std::vector<double> box_coverage(const heatmap::box& b, const grid_geometry& g) {
-    const tensor t = heatmap::box_heatmap(b, g.image_w, g.image_h, g.grid_h, g.grid_w, heatmap::box_mode::coverage);
-    return std::vector<double>(t.ptr<float>(), t.ptr<float>() + t.numel());
+inline std::vector<double> box_coverage(const box& b, const grid_geometry& g) {
+    return patch_coverage(b, g.image_w, g.image_h, g.grid_h, g.grid_w, "box_heatmap");
 }
 
-inline double mass_in_box(std::span<const float> map, const heatmap::box& b, const grid_geometry& g) {
+inline double mass_in_box(std::span<const float> map, const box& b, const grid_geometry& g) {
     check_map(map, g);
-    const heatmap::box c{std::max(0.0, b.x1), std::max(0.0, b.y1), std::min(g.image_w, b.x2),
+    const box c{std::max(0.0, b.x1), std::max(0.0, b.y1), std::min(g.image_w, b.x2),
                          std::min(g.image_h, b.y2)};
     const auto cov = box_coverage(c, g);
     double m = 0;
@@ -69,7 +68,7 @@ inline double mass_in_box(std::span<const float> map, const heatmap::box& b, con
     return m;
 }
 
-inline double area_fraction(const heatmap::box& b, const grid_geometry& g) {
+inline double area_fraction(const box& b, const grid_geometry& g) {
     const double w = std::max(0.0, std::min(g.image_w, b.x2) - std::max(0.0, b.x1));
     const double h = std::max(0.0, std::min(g.image_h, b.y2) - std::max(0.0, b.y1));
     return (w * h) / (g.image_w * g.image_h);

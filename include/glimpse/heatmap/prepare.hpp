@@ -19,29 +19,15 @@
 #include <string_view>
 #include <vector>
 
+#include "glimpse/core/box.hpp"
 #include "glimpse/core/tensor.hpp"
 
 namespace glimpse::heatmap {
 
-// A box in pixel coordinates, [x1, y1) x [y1, y2) with x to the right, y down
-// (HICO-DET / COCO xyxy convention, continuous coordinates).
-struct box {
-    double x1 = 0, y1 = 0, x2 = 0, y2 = 0;
-};
-
-// Rejects boxes that are not finite, inverted, empty, or not inside the image.
-inline void validate_box(const box& b, double image_w, double image_h, std::string_view what = "box") {
-    const bool finite = std::isfinite(b.x1) && std::isfinite(b.y1) && std::isfinite(b.x2) && std::isfinite(b.y2);
-    detail::check(finite, what, " has a non-finite coordinate");
-    detail::check(b.x2 > b.x1 && b.y2 > b.y1, what, " [", b.x1, ", ", b.y1, ", ", b.x2, ", ", b.y2,
-                  "] is inverted or empty (need x1 < x2 and y1 < y2)");
-    detail::check(b.x1 >= 0 && b.y1 >= 0 && b.x2 <= image_w && b.y2 <= image_h, what, " [", b.x1, ", ", b.y1, ", ",
-                  b.x2, ", ", b.y2, "] is outside the ", image_w, "x", image_h, " image");
-}
-
-inline box union_of(const box& a, const box& b) {
-    return {std::min(a.x1, b.x1), std::min(a.y1, b.y1), std::max(a.x2, b.x2), std::max(a.y2, b.y2)};
-}
+// The box vocabulary lives in core/box.hpp (viz/ and analysis/ share it); spelt here too.
+using glimpse::box;
+using glimpse::union_of;
+using glimpse::validate_box;
 
 enum class box_mode {
     coverage,  // fraction of each patch's area inside the box (area pooling of the box mask)
@@ -55,28 +41,11 @@ enum class box_mode {
 // features use the overload with a token_order below (or site_features::box_heatmap).
 inline tensor box_heatmap(const box& b, double image_w, double image_h, std::int64_t grid_h, std::int64_t grid_w,
                           box_mode mode = box_mode::coverage) {
-    detail::check(grid_h > 0 && grid_w > 0, "box_heatmap: empty patch grid ", grid_h, "x", grid_w);
-    // A grid no image has (the largest Qwen input is a few 10^5 patches); also keeps
-    // grid_h * grid_w from overflowing.
-    detail::check(grid_h <= (std::int64_t{1} << 24) / grid_w, "box_heatmap: a ", grid_h, "x", grid_w,
-                  " patch grid is larger than 2^24 patches");
-    detail::check(image_w > 0 && image_h > 0 && std::isfinite(image_w) && std::isfinite(image_h),
-                  "box_heatmap: image size ", image_w, "x", image_h, " is not a positive finite size");
-    validate_box(b, image_w, image_h);
-    const double pw = image_w / static_cast<double>(grid_w), ph = image_h / static_cast<double>(grid_h);
-    // A patch area that underflows (a 1e-300-pixel image) would make every coverage 0/0 = NaN.
-    detail::check(std::isnormal(pw * ph), "box_heatmap: a patch of the ", image_w, "x", image_h, " image on a ", grid_h,
-                  "x", grid_w, " grid has no representable area");
+    const std::vector<double> cov = patch_coverage(b, image_w, image_h, grid_h, grid_w, "box_heatmap");
     tensor out(shape{grid_h * grid_w});
     float* o = out.ptr<float>();
-    for (std::int64_t r = 0; r < grid_h; ++r) {
-        const double oy = std::max(0.0, std::min(b.y2, (r + 1) * ph) - std::max(b.y1, r * ph));
-        for (std::int64_t c = 0; c < grid_w; ++c) {
-            const double ox = std::max(0.0, std::min(b.x2, (c + 1) * pw) - std::max(b.x1, c * pw));
-            const double frac = (ox * oy) / (pw * ph);
-            o[r * grid_w + c] = mode == box_mode::coverage ? static_cast<float>(frac) : (frac > 0.5 ? 1.0f : 0.0f);
-        }
-    }
+    for (std::size_t p = 0; p < cov.size(); ++p)
+        o[p] = mode == box_mode::coverage ? static_cast<float>(cov[p]) : (cov[p] > 0.5 ? 1.0f : 0.0f);
     return out;
 }
 

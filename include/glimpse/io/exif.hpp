@@ -38,7 +38,7 @@
 #include <string_view>
 
 #include "glimpse/core/error.hpp"
-#include "glimpse/io/image_u8.hpp"
+#include "glimpse/io/image_limits.hpp"
 
 namespace glimpse {
 

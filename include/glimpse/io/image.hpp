@@ -32,7 +32,7 @@
 #include <stb/stb_image.h>
 
 #include "glimpse/core/error.hpp"
-#include "glimpse/io/image_u8.hpp"
+#include "glimpse/io/image_limits.hpp"
 #include "glimpse/io/jpeg.hpp"
 
 namespace glimpse {

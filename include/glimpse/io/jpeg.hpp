@@ -42,7 +42,7 @@
 
 #include "glimpse/core/error.hpp"
 #include "glimpse/io/exif.hpp"
-#include "glimpse/io/image_u8.hpp"
+#include "glimpse/io/image_limits.hpp"
 
 #if !defined(LIBJPEG_TURBO_VERSION_NUMBER) || LIBJPEG_TURBO_VERSION_NUMBER < 2000000
 #error "glimpse decodes JPEG with libjpeg-turbo >= 2.0 (as PIL does); this jpeglib.h is another libjpeg"

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "glimpse/core/error.hpp"
-#include "glimpse/io/image.hpp"
+#include "glimpse/core/image_u8.hpp"
 #include "glimpse/viz/colormap.hpp"
 
 namespace glimpse::viz {

@@ -46,8 +46,8 @@
 #include <utility>
 #include <vector>
 
+#include "glimpse/core/box.hpp"
 #include "glimpse/core/error.hpp"
-#include "glimpse/heatmap/prepare.hpp"
 #include "glimpse/viz/canvas.hpp"
 #include "glimpse/viz/colormap.hpp"
 #include "glimpse/viz/font.hpp"
@@ -65,7 +65,7 @@ inline constexpr rgb8 letterbox_grey{232, 232, 232};
 inline constexpr double flat_relative_spread = 1.0 / 256;
 
 struct box_outline {
-    heatmap::box b;  // original-image pixels
+    glimpse::box b;  // original-image pixels
     rgb8 color;
     std::int64_t thickness = 3;  // panel pixels, drawn inside the box
 };

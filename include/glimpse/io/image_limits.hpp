@@ -1,7 +1,6 @@
 #pragma once
-// image_u8: an 8-bit RGB image in HWC order (row-major, 3 bytes per pixel), and
-// image_limits, the pixel budget a decoder checks from a file's header before it
-// allocates or decodes anything.
+// image_limits: the pixel budget a decoder checks from a file's header before it allocates or
+// decodes anything (the image type itself, image_u8, is core/image_u8.hpp).
 //
 // The budget is PIL's decompression-bomb rule (PIL.Image._decompression_bomb_check),
 // so glimpse refuses exactly the files transformers' load_image refuses: more than
@@ -11,27 +10,12 @@
 // 1.6 GB), so the size in the header is all that may be trusted before the check.
 
 #include <cstdint>
-#include <span>
 #include <string>
-#include <vector>
 
 #include "glimpse/core/error.hpp"
+#include "glimpse/core/image_u8.hpp"
 
 namespace glimpse {
-
-struct image_u8 {
-    std::int64_t width = 0;
-    std::int64_t height = 0;
-    std::vector<std::uint8_t> rgb;  // HWC: rgb[(y * width + x) * 3 + c]
-
-    std::uint8_t at(std::int64_t y, std::int64_t x, int c) const {
-        return rgb[static_cast<std::size_t>((y * width + x) * 3 + c)];
-    }
-};
-
-// In-memory images (from_rgb, resizes, canvases) larger than this are refused: 2^28 RGB
-// pixels are 768 MiB, beyond any image a vision encoder is fed. Decoders use image_limits.
-inline constexpr std::int64_t max_image_pixels = std::int64_t{1} << 28;
 
 // PIL.Image.MAX_IMAGE_PIXELS: 1024 * 1024 * 1024 // 4 // 3.
 inline constexpr std::int64_t pil_max_image_pixels = 89478485;
@@ -47,16 +31,6 @@ struct image_limits {
     // (PIL has no such limit; no real file reaches it.)
     int max_jpeg_scans = 1000;
 };
-
-// An image from packed HWC RGB bytes (tests, callers with their own decoder).
-inline image_u8 from_rgb(std::int64_t height, std::int64_t width, std::span<const std::uint8_t> hwc) {
-    detail::check(height > 0 && width > 0, "from_rgb: image size ", height, "x", width, " must be positive");
-    detail::check(height <= max_image_pixels / width, "from_rgb: image ", height, "x", width,
-                  " has more than 2^28 pixels");
-    detail::check(static_cast<std::int64_t>(hwc.size()) == height * width * 3, "from_rgb: ", hwc.size(),
-                  " bytes for a ", height, "x", width, " RGB image (expected ", height * width * 3, ")");
-    return image_u8{width, height, std::vector<std::uint8_t>(hwc.begin(), hwc.end())};
-}
 
 namespace detail {
 
