@@ -288,3 +288,42 @@ TEST_CASE("load_image: what is neither JPEG nor PNG nor BMP is refused before an
     // PNG and BMP still go to stb.
     CHECK(load_image(test::data_path("images/tiny_31x45.png")).width == 45);  // 31 high, 45 wide
 }
+
+// A zero-length IDAT chunk is legal PNG and PIL decodes it; Debian's stb_image called
+// memcpy(NULL, src, 0) for one (UBSan; fuzz/regressions/fuzz_image/png_zero_length_idat).
+// glimpse leaves empty IDATs out before stb, which changes no pixel: the same image with
+// empty IDATs before and after its data decodes to the same bytes as without them.
+TEST_CASE("load_image: a PNG with zero-length IDAT chunks decodes as PIL decodes it", "[io][png]") {
+    const test::temp_dir tmp("png-empty-idat");
+    const auto path = test::data_path("images/tiny_31x45.png");
+    const bytes png = read_file(path);
+    // CRC-32 of the 4 type bytes "IDAT" with no data (what zlib.crc32(b"IDAT") gives).
+    const bytes empty_idat = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+    bytes with = {png.begin(), png.begin() + 8};
+    std::size_t pos = 8;
+    int idats = 0;
+    while (pos + 12 <= png.size()) {
+        const std::size_t len = (std::size_t{png[pos]} << 24) | (std::size_t{png[pos + 1]} << 16) |
+                                (std::size_t{png[pos + 2]} << 8) | png[pos + 3];
+        const bool idat = std::string(png.begin() + pos + 4, png.begin() + pos + 8) == "IDAT";
+        if (idat) with.insert(with.end(), empty_idat.begin(), empty_idat.end());
+        with.insert(with.end(), png.begin() + pos, png.begin() + pos + 12 + len);
+        if (idat) with.insert(with.end(), empty_idat.begin(), empty_idat.end()), ++idats;
+        pos += 12 + len;
+    }
+    REQUIRE(pos == png.size());
+    REQUIRE(idats >= 1);
+    write_file(tmp / "empty_idat.png", with);
+    const image_u8 a = load_image(tmp / "empty_idat.png");
+    const image_u8 b = load_image(path);
+    CHECK(a.width == b.width);
+    CHECK(a.height == b.height);
+    CHECK(a.rgb == b.rgb);
+    // Only empty IDATs: no image data at all, refused.
+    bytes none = {png.begin(), png.begin() + 33};  // signature + IHDR
+    none.insert(none.end(), empty_idat.begin(), empty_idat.end());
+    const bytes iend = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    none.insert(none.end(), iend.begin(), iend.end());
+    write_file(tmp / "no_data.png", none);
+    CHECK_THAT(error_of([&] { (void)load_image(tmp / "no_data.png"); }), Catch::Contains("cannot decode"));
+}

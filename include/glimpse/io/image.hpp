@@ -22,7 +22,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -52,6 +54,36 @@ struct stbi_deleter {
     void operator()(stbi_uc* p) const noexcept { stbi_image_free(p); }
 };
 
+// A PNG's bytes with its zero-length IDAT chunks left out, every other byte kept in order.
+// An empty IDAT is legal (PIL decodes it, the zlib stream is the concatenation of the
+// IDATs' data, so leaving it out changes no pixel) but Debian's stb_image then calls
+// memcpy(NULL, src, 0) for it (stbi__getn; undefined behaviour, UBSan: found by
+// fuzz/fuzz_image, fuzz/regressions/fuzz_image/png_zero_length_idat). A chunk is
+// 4 bytes length (big-endian), 4 type, data, 4 CRC; a chunk that runs past the end is
+// copied as it is and left to stb to refuse.
+inline std::vector<std::uint8_t> without_empty_idat(std::vector<std::uint8_t> png) {
+    constexpr std::size_t sig = 8, frame = 12;
+    std::size_t in = sig, out = sig;
+    while (png.size() - in >= frame) {
+        const std::uint8_t* c = png.data() + in;
+        const std::uint64_t len = (std::uint64_t{c[0]} << 24) | (std::uint64_t{c[1]} << 16) |
+                                  (std::uint64_t{c[2]} << 8) | std::uint64_t{c[3]};
+        if (len > png.size() - in - frame) break;
+        const std::size_t whole = frame + static_cast<std::size_t>(len);
+        const bool empty_idat = len == 0 && c[4] == 'I' && c[5] == 'D' && c[6] == 'A' && c[7] == 'T';
+        if (!empty_idat) {
+            if (out != in) std::memmove(png.data() + out, c, whole);
+            out += whole;
+        }
+        in += whole;
+    }
+    if (out != in) {
+        std::memmove(png.data() + out, png.data() + in, png.size() - in);
+        png.resize(out + (png.size() - in));
+    }
+    return png;
+}
+
 }  // namespace detail
 
 // Decodes an image file to RGB. Throws glimpse::error naming the file and the reason
@@ -72,14 +104,16 @@ inline image_u8 load_image(const std::filesystem::path& path, const image_limits
 
     std::uint8_t magic[8] = {};
     const std::size_t got = std::fread(magic, 1, sizeof magic, f.get());
-    if (is_jpeg(std::span<const std::uint8_t>(magic, got))) {
+    const auto read_all = [&] {
         const auto size = std::filesystem::file_size(path, ec);
         if (ec) detail::fail(where, ": ", ec.message());
         std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
         std::rewind(f.get());
         if (std::fread(bytes.data(), 1, bytes.size(), f.get()) != bytes.size()) detail::fail(where, ": read error");
-        return decode_jpeg(bytes, where, limits, warning);
-    }
+        return bytes;
+    };
+    if (is_jpeg(std::span<const std::uint8_t>(magic, got))) return decode_jpeg(read_all(), where, limits, warning);
+
     // stb gets only the formats it is here for, recognised by their signatures as PIL's
     // plugins do. Left to guess, stb also takes fill bytes before an SOI (FF FF ... FF D8)
     // as a JPEG and runs its own JPEG decoder, whose Huffman setup reads out of bounds on a
@@ -88,11 +122,16 @@ inline image_u8 load_image(const std::filesystem::path& path, const image_limits
     const bool png = got == 8 && std::equal(std::begin(png_sig), std::end(png_sig), magic);
     const bool bmp = got >= 2 && magic[0] == 'B' && magic[1] == 'M';
     if (!png && !bmp) detail::fail(where, ": cannot decode (not a JPEG, PNG or BMP file)");
-    std::rewind(f.get());
+    std::vector<std::uint8_t> bytes = read_all();
+    // stb's memory reader takes an int length.
+    detail::check(bytes.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()), where, ": ",
+                  bytes.size(), " bytes is larger than the 2 GiB a PNG or BMP may have here");
+    if (png) bytes = detail::without_empty_idat(std::move(bytes));
+    const int len = static_cast<int>(bytes.size());
 
     // Header first: refuse absurd sizes before stb allocates for them.
     int w = 0, h = 0, comp = 0;
-    if (!stbi_info_from_file(f.get(), &w, &h, &comp)) {
+    if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &comp)) {
         const char* why = stbi_failure_reason();
         detail::fail(where, ": cannot decode (", why ? why : "unknown image format", ")");
     }
@@ -103,7 +142,7 @@ inline image_u8 load_image(const std::filesystem::path& path, const image_limits
     // Compositing an opaque pixel onto white is the identity, so opaque images pass
     // through unchanged.
     int w2 = 0, h2 = 0, comp2 = 0;
-    std::unique_ptr<stbi_uc, detail::stbi_deleter> px(stbi_load_from_file(f.get(), &w2, &h2, &comp2, 4));
+    std::unique_ptr<stbi_uc, detail::stbi_deleter> px(stbi_load_from_memory(bytes.data(), len, &w2, &h2, &comp2, 4));
     if (!px) {
         const char* why = stbi_failure_reason();
         detail::fail(where, ": cannot decode (", why ? why : "unknown reason", ")");
