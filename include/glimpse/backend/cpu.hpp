@@ -260,15 +260,20 @@ public:
     // Whether bf16 gemms run on bf16 hardware (AMX tiles or VDPBF16PS), else on f32 FMAs over
     // rounded operands: the same meaning, at f32 speed.
     bool bf16_gemm_native() const { return isa_ >= cpu_isa::avx512_bf16; }
-    // Which kernel runs gemm under the current matmul precision, for --verbose and benchmark labels.
+    // Which kernel runs a Linear's gemm (rows of x and of W contiguous in K, the towers' and
+    // the head's call) under the current matmul precision, for --verbose and benchmark labels:
+    // route()'s answer, named.
     std::string_view gemm_kernel() const {
-        if (precision_ == glimpse::matmul_precision::bf16) {
-            if (isa_ == cpu_isa::amx) return "bf16 on AMX tiles";
-            if (isa_ == cpu_isa::avx512_bf16) return "bf16 on VDPBF16PS (avx512_bf16)";
-            if (isa_ == cpu_isa::avx512) return "bf16 emulated: packed f32 FMA on rounded operands";
-            return "bf16 emulated: sgemm on rounded operands";
+        switch (route_for(true, 1)) {
+            case gemm_route::amx: return "bf16 on AMX tiles";
+            case gemm_route::packed:
+                if (precision_ == glimpse::matmul_precision::f32) return "f32 packed FMA (avx512)";
+                return isa_ >= cpu_isa::avx512_bf16 ? "bf16 on VDPBF16PS (avx512_bf16)"
+                                                    : "bf16 emulated: packed f32 FMA on rounded operands";
+            case gemm_route::emulated: return "bf16 emulated: sgemm on rounded operands";
+            case gemm_route::blas: break;
         }
-        return isa_ >= cpu_isa::avx512 ? "f32 packed FMA (avx512)" : "f32 BLAS sgemm";
+        return "f32 BLAS sgemm";
     }
 
     void copy(const cview& src, const view& dst) {
@@ -599,21 +604,24 @@ private:
     // its emulation of bf16 precision (levels below AVX-512).
     enum class gemm_route { amx, packed, blas, emulated };
     gemm_route route(const cview& A, const cview& B, const gemm_args& g, std::int64_t k) const {
+        // A Linear's layout: rows of op(A) and columns of op(B) contiguous in K, f32 or bf16.
+        const auto row_major = [](const cview& x, bool trans_is_rows) {
+            return trans_is_rows && x.stride(-1) == 1 && (x.type() == dtype::f32 || x.type() == dtype::bf16);
+        };
+        return route_for(row_major(A, !g.trans_a) && row_major(B, g.trans_b), k);
+    }
+    gemm_route route_for(bool linear_layout, std::int64_t k) const {
         const bool bf16 = precision_ == glimpse::matmul_precision::bf16;
 #if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
         if (bf16 && k > 0 && isa_ == cpu_isa::amx) return gemm_route::amx;
 #endif
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
         if (bf16 && k > 0 && isa_ >= cpu_isa::avx512) return gemm_route::packed;
-        // f32: a Linear's layout (rows of op(A) and columns of op(B) contiguous in K, f32 or
-        // bf16) is packed with vector code, where the kernel beats the BLAS (docs/benchmarks.md).
-        const auto row_major = [](const cview& x, bool trans_is_rows) {
-            return trans_is_rows && x.stride(-1) == 1 && (x.type() == dtype::f32 || x.type() == dtype::bf16);
-        };
-        if (!bf16 && isa_ >= cpu_isa::avx512 && k > 0 && row_major(A, !g.trans_a) && row_major(B, g.trans_b))
-            return gemm_route::packed;
+        // f32: a Linear's layout is packed with vector code, where the kernel beats the BLAS
+        // (docs/benchmarks.md).
+        if (!bf16 && isa_ >= cpu_isa::avx512 && k > 0 && linear_layout) return gemm_route::packed;
 #else
-        (void)A, (void)B, (void)g;
+        (void)linear_layout;
 #endif
         return bf16 ? gemm_route::emulated : gemm_route::blas;
     }

@@ -95,19 +95,19 @@ namespace glimpse::detail::cpu_impl {
 
 // Level isa's kernels; the caller has checked that the CPU runs it (cpu_has). avx512_bf16 and
 // amx run the avx512 copies (those levels matter to the bf16 gemm only).
-inline const attn_kernel& attention_kernel(cpu_isa isa) {
+struct level_entry {
+    const attn_kernel& attention;
+    const row_kernels& rows;
+};
+// The one choice of a level's namespace; every per-level table is read through it.
+inline level_entry level_of(cpu_isa isa) {
 #if defined(GLIMPSE_CPU_X86_DISPATCH)
-    if (isa >= cpu_isa::avx512) return isa_avx512::kernel;
-    if (isa == cpu_isa::avx2) return isa_avx2::kernel;
+    if (isa >= cpu_isa::avx512) return {isa_avx512::kernel, isa_avx512::rows};
+    if (isa == cpu_isa::avx2) return {isa_avx2::kernel, isa_avx2::rows};
 #endif
-    return isa_sse2::kernel;
+    return {isa_sse2::kernel, isa_sse2::rows};
 }
-inline const row_kernels& row_kernels_of(cpu_isa isa) {
-#if defined(GLIMPSE_CPU_X86_DISPATCH)
-    if (isa >= cpu_isa::avx512) return isa_avx512::rows;
-    if (isa == cpu_isa::avx2) return isa_avx2::rows;
-#endif
-    return isa_sse2::rows;
-}
+inline const attn_kernel& attention_kernel(cpu_isa isa) { return level_of(isa).attention; }
+inline const row_kernels& row_kernels_of(cpu_isa isa) { return level_of(isa).rows; }
 
 }  // namespace glimpse::detail::cpu_impl
