@@ -39,7 +39,8 @@ struct options {
     std::string base_model, finetuned_model, image_path, output_dir, task = "referring", action, object_category;
     std::vector<double> person_box, object_box;
     std::string box_format = "pixels", device = "cpu", batch, interpolation = "bilinear", color_scale = "column",
-                precision = "f32";
+                precision = "f32", shard, pipeline = "on";
+    std::vector<std::string> merge;
     std::uint64_t seed = 0;
     int threads = 0;
     std::int64_t panel_size = 360;
@@ -198,6 +199,19 @@ int run_batch(B& be, const options& o, const char* backend_name, const glimpse::
     bo.device_kind = dev.kind == glimpse::device_spec::kind_t::cpu ? "cpu" : "cuda";
     bo.tty = ::isatty(2) != 0;
     bo.log_prefix = "glimpse-compare: ";
+    if (!o.shard.empty()) bo.shard = cmp::shard_spec::parse(o.shard);
+    bo.pipeline = o.pipeline == "on";
+    bo.report.title = "glimpse-compare: " + fs::path(o.batch).filename().string();
+    bo.report.facts = {{"batch file", o.batch},
+                       {"base model", o.base_model + " (" + c.base().head_source() + ")"},
+                       {"fine-tuned model", o.finetuned_model + " (" + c.finetuned().head_source() + ")"},
+                       {"precision, device", o.precision + ", " + dev.str()},
+                       {"glimpse", GLIMPSE_VERSION_STRING}};
+    if (!bo.shard.whole())
+        std::printf("  shard      %s: %lld of the %zu images (those at i mod %lld = %lld)\n", bo.shard.str().c_str(),
+                    static_cast<long long>((static_cast<std::int64_t>(file.items.size()) - bo.shard.k + bo.shard.n - 1) /
+                                           bo.shard.n),
+                    file.items.size(), static_cast<long long>(bo.shard.n), static_cast<long long>(bo.shard.k));
     const cmp::batch_report rep = cmp::run_batch(be, c, base, tuned, file, bo, fonts);
 
     std::printf("  images     %lld computed, %lld skipped (done before, same fingerprint), %lld failed\n",
@@ -224,7 +238,31 @@ int run_batch(B& be, const options& o, const char* backend_name, const glimpse::
     std::printf("  wrote      %s/<id>/attention_comparison_<task>.{png,json,safetensors}\n", o.output_dir.c_str());
     for (const auto& s : rep.summaries)
         std::printf("             %s\n             %s\n", s.summary_csv.c_str(), s.per_image_csv.c_str());
+    if (rep.manifest.empty())
+        std::printf("             %s\n", (fs::path(o.output_dir) / "index.html").c_str());
+    else
+        std::printf("             %s  (when all %lld shards are done: glimpse-compare --merge %s --output_dir %s)\n",
+                    rep.manifest.c_str(), static_cast<long long>(bo.shard.n), o.output_dir.c_str(),
+                    o.output_dir.c_str());
     return rep.failed ? 1 : 0;
+}
+
+// --merge: the shards' manifests -> the CSVs and index.html of the whole batch file.
+int run_merge(const options& o) {
+    std::vector<fs::path> dirs(o.merge.begin(), o.merge.end());
+    const cmp::merge_result m = cmp::merge_shards(dirs, o.output_dir);
+    std::int64_t failed = 0;
+    for (const auto& r : m.rows) failed += r.failed() ? 1 : 0;
+    std::printf("glimpse %s: merged %zu shards of %s: %zu images, %lld failed\n", GLIMPSE_VERSION_STRING,
+                m.manifests.size(), m.first.batch_path.c_str(), m.rows.size(), static_cast<long long>(failed));
+    for (const auto& s : m.summaries) {
+        std::printf("  %s, 95%% CI (%s):\n", std::string(cmp::name(s.task)).c_str(), cmp::ci_method);
+        std::fputs(cmp::summary_table(s.rows, s.task).c_str(), stdout);
+    }
+    for (const auto& s : m.summaries)
+        std::printf("  wrote      %s\n             %s\n", s.summary_csv.c_str(), s.per_image_csv.c_str());
+    std::printf("             %s\n", (fs::path(o.output_dir) / "index.html").c_str());
+    return failed ? 1 : 0;
 }
 
 template <glimpse::Backend B>
@@ -256,15 +294,15 @@ int main(int argc, char** argv) {
         "  glimpse-compare --base_model Qwen3-VL-8B-Instruct --finetuned_model runs/head --image_path img.jpg \\\n"
         "      --output_dir out --task_type grounding --action \"sitting on\" --object_category bench\n"
         "  glimpse-compare --base_model M --finetuned_model H --batch test.jsonl --output_dir out   # resumable\n"
+        "  glimpse-compare ... --batch test.jsonl --output_dir out --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\n"
+        "  glimpse-compare --merge out --output_dir out   # after all shards: the CSVs and index.html\n"
         "See docs/compare.md for the outputs, the JSON schema and the metrics.");
     options o;
     app.add_option("--base_model,--base-model", o.base_model,
-                   "base model: a Hugging Face checkpoint directory (config.json + *.safetensors)")
-        ->required();
+                   "base model: a Hugging Face checkpoint directory (config.json + *.safetensors)");
     app.add_option("--finetuned_model,--finetuned-model", o.finetuned_model,
                    "fine-tuned model: a checkpoint directory, or a glimpse-train head directory "
-                   "(heatmap_head.safetensors) on the base model's encoder")
-        ->required();
+                   "(heatmap_head.safetensors) on the base model's encoder");
     app.add_option("--image_path,--image-path", o.image_path, "the image (JPEG, PNG, BMP); not with --batch");
     app.add_option("--output_dir,--output-dir", o.output_dir, "where the PNG, JSON and safetensors go (created)")
         ->required();
@@ -288,6 +326,18 @@ int main(int argc, char** argv) {
         "JSON lines {\"image\", \"person_box\", \"object_box\", [\"action\", \"object_category\", "
         "\"task_type\", \"box_format\", \"id\"]}: every image, each model loaded once; re-running skips images "
         "done with the same inputs (a fingerprint in each JSON) and recomputes the others");
+    app.add_option("--shard", o.shard,
+                   "K/N: with --batch, compute only the images i (0-based, in file order) with i mod N = K and write "
+                   "OUTPUT_DIR/shards/shard-K-of-N.json; --merge makes the CSVs and index.html of all N (an array "
+                   "job: examples/slurm/)");
+    app.add_option("--merge", o.merge,
+                   "DIR...: fold the shards in DIR/shards/ into OUTPUT_DIR's per_image/summary CSVs and index.html, "
+                   "as one unsharded run writes them (no model is loaded)")
+        ->expected(1, 1 << 20);
+    app.add_option("--pipeline", o.pipeline,
+                   "on (default): with --batch, decode the next image and write the last one's files on a second "
+                   "thread while the tower runs; off: one after the other")
+        ->check(CLI::IsMember({"on", "off"}));
     app.add_option("--precision", o.precision,
                    "GEMM inputs: f32 (exact; default) or bf16 (rounded to bf16, f32 sums: several times faster "
                    "on CPUs with AMX, ~3e-3 off)")
@@ -331,7 +381,18 @@ int main(int argc, char** argv) {
         // The device seam (backend/device.hpp): cpu, or cuda:N in a build with the CUDA backend.
         glimpse::device_spec dev = glimpse::parse_device(o.device);
         dev.precision = glimpse::parse_matmul_precision(o.precision);
+        if (!o.merge.empty()) {
+            glimpse::detail::check(o.batch.empty() && o.image_path.empty() && o.base_model.empty() &&
+                                       o.finetuned_model.empty() && o.shard.empty(),
+                                   "--merge reads the shards' results: drop --batch, --image_path, --base_model, "
+                                   "--finetuned_model and --shard");
+            return run_merge(o);
+        }
+        glimpse::detail::check(!o.base_model.empty() && !o.finetuned_model.empty(),
+                               "give --base_model and --finetuned_model (or --merge DIR...)");
         glimpse::detail::check(!o.batch.empty() || !o.image_path.empty(), "give --image_path (or --batch FILE.jsonl)");
+        glimpse::detail::check(o.shard.empty() || !o.batch.empty(), "--shard splits a --batch file");
+        if (!o.shard.empty()) (void)cmp::shard_spec::parse(o.shard);
         (void)cmp::parse_task_type(o.task);
         (void)cmp::parse_box_format(o.box_format);
         const std::string dev_name = dev.str();

@@ -31,7 +31,7 @@
 #include <glimpse/train/dataset.hpp>
 #include <glimpse/train/feature_cache.hpp>
 #include <glimpse/train/head_checkpoint.hpp>
-#include <glimpse/train/progress.hpp>
+#include <glimpse/core/progress.hpp>
 #include <glimpse/train/trainer.hpp>
 
 namespace {
@@ -95,7 +95,7 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     const auto& hc = enc.head_config();
 
     // The frozen tower, once per image.
-    const auto t_enc = train::progress_bar::clock::now();
+    const auto t_enc = std::chrono::steady_clock::now();
     train::feature_cache<cpu> cache;
     const bool tty = ::isatty(STDERR_FILENO) != 0;
     const auto on_image = [&](std::size_t i, std::size_t n, const fs::path&) {
@@ -106,7 +106,7 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     };
     cache.add(be, enc, data.examples, on_image);
     cache.add(be, enc, heldout, on_image);
-    const double enc_s = std::chrono::duration<double>(train::progress_bar::clock::now() - t_enc).count();
+    const double enc_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_enc).count();
     auto train_samples = cache.samples(data.examples, a.opt.objective.boxes);
     auto held_samples = cache.samples(heldout, a.opt.objective.boxes);
 
@@ -194,10 +194,14 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
     if (resume) std::printf("  resume   from step %lld of %s\n", static_cast<long long>(tr.step()), a.out.c_str());
     std::fflush(stdout);
 
-    train::progress_bar bar(stderr, tty, tr.total_steps(), a.opt.epochs, tr.step());
+    glimpse::progress_line bar(stderr, tty, tr.total_steps(), "step", tr.step());
     const std::int64_t start = tr.step();
     train::run_hooks hooks;
-    hooks.on_step = [&](const train::step_report& r) { bar.update(r.step, r.epoch, r.loss, r.lr); };
+    hooks.on_step = [&](const train::step_report& r) {
+        char loss[64];
+        std::snprintf(loss, sizeof loss, "loss %.4f  lr %.1e", r.loss, r.lr);
+        bar.update(r.step, "epoch " + std::to_string(r.epoch + 1) + "/" + std::to_string(a.opt.epochs) + "  ", loss);
+    };
     hooks.on_epoch = [&](const nlohmann::json& e) {
         char buf[64] = "";
         if (!e.at("train_loss").is_null())

@@ -16,6 +16,7 @@
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/random.hpp"
 #include "glimpse/core/shape.hpp"
+#include "glimpse/core/progress.hpp"
 #include "glimpse/core/stage_clock.hpp"
 #include "glimpse/core/tensor.hpp"
 
@@ -59,7 +60,6 @@
 #include "glimpse/train/dataset.hpp"
 #include "glimpse/train/feature_cache.hpp"
 #include "glimpse/train/head_checkpoint.hpp"
-#include "glimpse/train/progress.hpp"
 #include "glimpse/train/schedule.hpp"
 #include "glimpse/train/trainer.hpp"
 
