@@ -308,7 +308,10 @@ inline constexpr const char* report_js = R"JS(
   var metrics = JSON.parse(table.getAttribute('data-metrics'));
   var ui = {action: document.getElementById('f-action'), object: document.getElementById('f-object'),
             status: document.getElementById('f-status'), q: document.getElementById('f-q')};
-  var state = {sort: 'index', desc: false, action: '', object: '', status: '', q: ''};
+  // Rows per page: a browser lays out a few hundred table rows at once in well under a second,
+  // 10,000 (a whole test split) in 10-15 s, most of it the thumbnails' elements.
+  var PAGE = 500;
+  var state = {sort: 'index', desc: false, action: '', object: '', status: '', q: '', page: 1};
   var ESC = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'};
   function esc(s) { return String(s).replace(/[&<>"']/g, function (c) { return ESC[c]; }); }
 
@@ -354,8 +357,11 @@ inline constexpr const char* report_js = R"JS(
       else if (a[0] > b[0]) return dir;
       return a[1].i - b[1].i;
     });
+    var pages = Math.max(1, Math.ceil(keyed.length / PAGE));
+    state.page = Math.min(Math.max(1, state.page), pages);
+    var first = (state.page - 1) * PAGE;
     var html = [];
-    keyed.forEach(function (e) {
+    keyed.slice(first, first + PAGE).forEach(function (e) {
       var r = e[1], fig = esc(r.fig), link = function (t) { return fig ? '<a href="' + fig + '">' + t + '</a>' : t; };
       // (The class is not spelled out next to class=" here: the page's text then names each row once.)
       var cls = 'image-row' + (r.failed ? ' failed' : '');
@@ -372,6 +378,12 @@ inline constexpr const char* report_js = R"JS(
     });
     tbody.innerHTML = html.join('');
     document.getElementById('shown').textContent = String(shown.length);
+    var pager = document.getElementById('pager');
+    pager.hidden = pages < 2;
+    document.getElementById('page-rows').textContent =
+        (keyed.length ? first + 1 : 0) + '\u2013' + Math.min(first + PAGE, keyed.length) + ' (page ' + state.page + ' of ' + pages + ')';
+    document.getElementById('prev').disabled = state.page <= 1;
+    document.getElementById('next').disabled = state.page >= pages;
     Array.prototype.forEach.call(table.querySelectorAll('th[data-key]'), function (th) {
       var on = th.getAttribute('data-key') === k;
       th.className = on ? (state.desc ? 'sorted-desc' : 'sorted-asc') : '';
@@ -384,6 +396,7 @@ inline constexpr const char* report_js = R"JS(
     var p = [];
     if (state.sort !== 'index') p.push('sort=' + encodeURIComponent(state.sort));
     if (state.desc) p.push('desc=1');
+    if (state.page > 1) p.push('page=' + state.page);
     ['action', 'object', 'status', 'q'].forEach(function (n) {
       if (state[n] !== '') p.push(n + '=' + encodeURIComponent(state[n]));
     });
@@ -393,12 +406,13 @@ inline constexpr const char* report_js = R"JS(
 
   function load() {
     var h = location.hash.replace(/^#/, '');
-    state = {sort: 'index', desc: false, action: '', object: '', status: '', q: ''};
+    state = {sort: 'index', desc: false, action: '', object: '', status: '', q: '', page: 1};
     h.split('&').forEach(function (kv) {
       var i = kv.indexOf('=');
       if (i < 0) return;
       var n = kv.slice(0, i), v = decodeURIComponent(kv.slice(i + 1).replace(/\+/g, ' '));
       if (n === 'desc') state.desc = v === '1';
+      else if (n === 'page') state.page = parseInt(v, 10) || 1;
       else if (n in state) state[n] = v;
     });
     if (!table.querySelector('th[data-key="' + state.sort.replace(/["\\]/g, '') + '"]')) state.sort = 'index';
@@ -411,14 +425,17 @@ inline constexpr const char* report_js = R"JS(
       var k = th.getAttribute('data-key');
       state.desc = state.sort === k ? !state.desc : false;
       state.sort = k;
+      state.page = 1;
       render();
       save();
     });
   });
   ['action', 'object', 'status'].forEach(function (n) {
-    ui[n].addEventListener('change', function () { state[n] = ui[n].value; render(); save(); });
+    ui[n].addEventListener('change', function () { state[n] = ui[n].value; state.page = 1; render(); save(); });
   });
-  ui.q.addEventListener('input', function () { state.q = ui.q.value; render(); save(); });
+  ui.q.addEventListener('input', function () { state.q = ui.q.value; state.page = 1; render(); save(); });
+  document.getElementById('prev').addEventListener('click', function () { state.page -= 1; render(); save(); window.scrollTo(0, table.offsetTop); });
+  document.getElementById('next').addEventListener('click', function () { state.page += 1; render(); save(); window.scrollTo(0, table.offsetTop); });
   window.addEventListener('hashchange', load);
   document.getElementById('controls').hidden = false;
   load();
@@ -460,7 +477,9 @@ inline std::string report_html(const std::vector<image_row>& rows, const std::ve
          "value=\"\">all</option><option value=\"ok\">not failed</option><option "
          "value=\"failed\">failed</option></select></label><label>id <input type=\"search\" id=\"f-q\" "
          "placeholder=\"contains\"></label><span><span id=\"shown\">"
-      << rows.size() << "</span> of " << rows.size() << " images</span></div>\n";
+      << rows.size() << "</span> of " << rows.size()
+      << " images</span><span id=\"pager\" hidden><button type=\"button\" id=\"prev\">&lsaquo; prev</button> rows "
+         "<span id=\"page-rows\"></span> <button type=\"button\" id=\"next\">next &rsaquo;</button></span></div>\n";
     o << "<div class=\"table-wrap\"><table id=\"images\" data-n=\"" << rows.size() << "\" data-metrics=\""
       << d::html_escape(nlohmann::json(metrics).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
       << "\"><thead><tr>";
