@@ -43,8 +43,9 @@ int main(int argc, char** argv) try {
 
     // 5. Where the in-box patches look (raster order, mean over heads).
     const auto& attn = *result.attention;
-    std::printf("attention mass inside the box: %.3f (%lld of %lld patches in the box)\n", attn.mass_in_box,
-                static_cast<long long>(attn.in_box_count), static_cast<long long>(gh * gw));
+    std::printf("attention mass inside the box: %.3f (on the %lld of %lld patches it touches, each whole: %.3f)\n",
+                attn.mass_in_box, static_cast<long long>(attn.in_box_count), static_cast<long long>(gh * gw),
+                attn.mass_on_box_patches);
     const float* map = attn.mean.ptr<float>();
     std::vector<std::int64_t> order(static_cast<std::size_t>(gh * gw));
     std::iota(order.begin(), order.end(), 0);

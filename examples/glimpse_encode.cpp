@@ -127,8 +127,13 @@ int run(B& be, const glimpse::device_spec& dev, const std::string& model, const 
         const auto& a = *r->attention;
         std::printf("  box      [%g, %g, %g, %g] px: %lld of %lld patches touched\n", box->x1, box->y1, box->x2,
                     box->y2, static_cast<long long>(a.in_box_count), static_cast<long long>(n));
+        const double area = glimpse::analysis::area_fraction(
+            *box, {grid[1], grid[2], static_cast<double>(img.width), static_cast<double>(img.height)});
         std::printf("  attention mass inside the box (in-box queries, mean over heads): %.4f (uniform: %.4f)\n",
-                    a.mass_in_box, static_cast<double>(a.in_box_count) / static_cast<double>(n));
+                    a.mass_in_box, area);
+        std::printf("           on the %lld patches it touches, each whole: %.4f (uniform: %.4f)\n",
+                    static_cast<long long>(a.in_box_count), a.mass_on_box_patches,
+                    static_cast<double>(a.in_box_count) / static_cast<double>(n));
     }
 
     double write_ms = 0;
@@ -161,6 +166,7 @@ int run(B& be, const glimpse::device_spec& dev, const std::string& model, const 
                                std::to_string(box->x2) + ", " + std::to_string(box->y2) + "]";
             meta["head"] = enc.head_source();
             meta["attention_mass_in_box"] = std::to_string(a.mass_in_box);
+            meta["attention_mass_on_box_patches"] = std::to_string(a.mass_on_box_patches);
             meta["maps_order"] = "raster";
         }
         glimpse::save_safetensors(out_path, tensors, meta);

@@ -79,7 +79,9 @@ std::vector<train::box_kind> parse_boxes(const std::string& s) {
 
 std::string fmt3(const nlohmann::json& h, const char* what) {
     if (h.is_null()) return "(no held-out set)";
-    const auto& m = h.at(what);
+    // Records written before the quantity had its own name call it mass_in_box.
+    const bool old = std::string(what) == "mass_on_box_patches" && !h.contains(what);
+    const auto& m = h.at(old ? "mass_in_box" : what);
     char buf[128];
     std::snprintf(buf, sizeof buf, "person %.4f  object %.4f  union %.4f", m.at("person").get<double>(),
                   m.at("object").get<double>(), m.at("union").get<double>());
@@ -208,7 +210,7 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
             std::snprintf(buf, sizeof buf, "train loss %.4f, ", e.at("train_loss").get<double>());
         bar.note(
             "epoch " + std::to_string(e.at("epoch").get<long long>()) + ": " + buf +
-            "held-out mass in box: " + fmt3(e.at("heldout"), "mass_in_box") +
+            "held-out mass on the box's patches: " + fmt3(e.at("heldout"), "mass_on_box_patches") +
             (e.at("heldout").is_null()
                  ? std::string()
                  : "  (feature change " + std::to_string(e.at("heldout").at("feature_change").get<double>()) + ")"));
@@ -223,9 +225,14 @@ int train_kind(cpu& be, const args& a, const models::qwen_encoder<cpu>& enc, con
                 static_cast<long long>(tr.step()), secs,
                 secs > 0 ? static_cast<double>(tr.step() - start) / secs : 0.0);
     if (!hist.empty() && !hist.front().at("heldout").is_null()) {
-        std::printf("  held-out mass in box, before: %s\n", fmt3(hist.front().at("heldout"), "mass_in_box").c_str());
-        std::printf("                        after:  %s\n", fmt3(hist.back().at("heldout"), "mass_in_box").c_str());
-        std::printf("           (uniform attention:  %s)\n", fmt3(hist.front().at("heldout"), "uniform").c_str());
+        // The objective's m: each patch the box touches counted whole (glimpse-compare's
+        // "mass in box" weighs a patch by the box's coverage of it, so it is a little lower).
+        std::printf("  held-out mass on the box's patches, before: %s\n",
+                    fmt3(hist.front().at("heldout"), "mass_on_box_patches").c_str());
+        std::printf("                                      after:  %s\n",
+                    fmt3(hist.back().at("heldout"), "mass_on_box_patches").c_str());
+        std::printf("                         (uniform attention:  %s)\n",
+                    fmt3(hist.front().at("heldout"), "uniform").c_str());
     }
     std::printf("  wrote    %s/{%s, %s, %s} at step %lld\n", a.out.c_str(), std::string(train::head_file_name).c_str(),
                 std::string(train::record_file_name).c_str(), std::string(train::state_file_name).c_str(),

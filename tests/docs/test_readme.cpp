@@ -105,7 +105,8 @@ TEST_CASE("README's library snippet, run as written, gives the tower's attention
     heatmap::maps_request req;
     req.query_weights = qw.cv();
     (void)head.forward(be, heatmap::head_inputs{f.x.cv(), raster.cv(), f.cos.cv(), f.sin.cv()}, req, &maps);
-    const auto wrong = models::maps_to_raster(maps.pooled.cv(), f.order, f.grid[1], f.grid[2], in_box);
+    const auto wrong = models::maps_to_raster(maps.pooled.cv(), f.order, f.grid[1], f.grid[2], in_box,
+                                              std::span<const float>(raster.ptr<float>(), static_cast<std::size_t>(S)));
     INFO("raster heatmap on site-ordered features: mass " << wrong.mass_in_box << " (right: " << want_ctl << ")");
     CHECK(std::abs(wrong.mass_in_box - want_ctl) > 0.02);
 }

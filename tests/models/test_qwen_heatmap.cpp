@@ -128,17 +128,19 @@ void check_box_lands_on_patches(const std::string& dir, const std::string& image
     REQUIRE(a.per_head.shape() == shape{H, gh, gw});
     REQUIRE(a.mean.shape() == shape{gh, gw});
     REQUIRE(a.in_box_count == (r1 - r0) * (c1 - c0));
-    double total = 0, in_box = 0;
+    double total = 0, in_box = 0, weighted = 0;
     for (std::int64_t i = 0; i < S; ++i) {
         double avg = 0;
         for (std::int64_t k = 0; k < H; ++k) avg += a.per_head.ptr<float>()[k * S + i];
         REQUIRE(a.mean.ptr<float>()[i] == Approx(avg / static_cast<double>(H)).margin(1e-7));
         total += a.mean.ptr<float>()[i];
         if (a.in_box[static_cast<std::size_t>(i)]) in_box += a.mean.ptr<float>()[i];
+        weighted += static_cast<double>(a.mean.ptr<float>()[i]) * h.ptr<float>()[i];
         REQUIRE(a.in_box[static_cast<std::size_t>(i)] == (h.ptr<float>()[i] > 0.5f ? 1 : 0));
     }
     CHECK(total == Approx(1.0).epsilon(1e-5));
-    CHECK(a.mass_in_box == Approx(in_box).epsilon(1e-9));
+    CHECK(a.mass_on_box_patches == Approx(in_box).epsilon(1e-9));
+    CHECK(a.mass_in_box == Approx(weighted).epsilon(1e-9));  // the heatmap-weighted mass
     for (std::int64_t k = 0; k < H; ++k) {
         double s = 0;
         for (std::int64_t i = 0; i < S; ++i) s += a.per_head.ptr<float>()[k * S + i];

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <span>
 #include <string>
 
+#include <glimpse/analysis/attention_stats.hpp>
 #include <glimpse/backend/cpu.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 #include <glimpse/train/head_checkpoint.hpp>
@@ -47,10 +49,19 @@ TEST_CASE("bundled fine-tuned head: the attention masses docs/training.md states
         const tensor h = models::box_to_heatmap(d.b, 512, 512, f.grid);
         const auto a0 = base.attend(be, f, h.cv());
         const auto a1 = tuned.attend(be, f, h.cv());
-        INFO(d.what << ": untrained " << a0.mass_in_box << ", fine-tuned " << a1.mass_in_box << ", uniform "
-                    << static_cast<double>(a0.in_box_count) / static_cast<double>(f.grid[1] * f.grid[2]));
-        CHECK(a0.mass_in_box == Approx(d.untrained).margin(0.01));
-        CHECK(a1.mass_in_box == Approx(d.tuned).margin(0.01));
+        INFO(d.what << ": untrained " << a0.mass_on_box_patches << ", fine-tuned " << a1.mass_on_box_patches
+                    << ", uniform " << static_cast<double>(a0.in_box_count) / static_cast<double>(f.grid[1] * f.grid[2]));
+        CHECK(a0.mass_on_box_patches == Approx(d.untrained).margin(0.01));
+        CHECK(a1.mass_on_box_patches == Approx(d.tuned).margin(0.01));
+        // The mass in the box is one number in every tool: the encoder's (glimpse-encode, the
+        // README) is glimpse-compare's, analysis::mass_in_box of the same map and box; the
+        // patches-touched mass (the objective's m) is at least as large, and named apart.
+        const analysis::grid_geometry g{f.grid[1], f.grid[2], 512, 512};
+        for (const auto* a : {&a0, &a1}) {
+            const std::span<const float> mean(a->mean.ptr<float>(), static_cast<std::size_t>(a->mean.numel()));
+            CHECK(a->mass_in_box == Approx(analysis::mass_in_box(mean, d.b, g)).margin(1e-6));
+            CHECK(a->mass_on_box_patches >= a->mass_in_box - 1e-6);
+        }
     }
 
     // The record says what the head is.

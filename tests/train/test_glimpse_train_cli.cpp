@@ -99,7 +99,7 @@ TEST_CASE("glimpse-train: a short run, stop + resume = uninterrupted, the head l
     const auto full = run(d.common + " --out " + (d.dir / "full").string());
     INFO(full.out);
     REQUIRE(full.code == 0);
-    CHECK(full.out.find("held-out mass in box, before:") != std::string::npos);
+    CHECK(full.out.find("held-out mass on the box's patches, before:") != std::string::npos);
     CHECK(full.out.find("epoch 2: train loss") != std::string::npos);
     for (const auto f : {train::head_file_name, train::record_file_name, train::state_file_name})
         CHECK(fs::is_regular_file(d.dir / "full" / f));

@@ -9,7 +9,12 @@
 //
 //   mass_in_box   sum_p a_p * coverage_p(box): the attention that falls inside
 //                 the box, patches cut by the box edge counted by the fraction
-//                 of their area inside (exact for a map constant per patch)
+//                 of their area inside (exact for a map constant per patch).
+//                 THE mass in a box: every tool prints this one.
+//   mass_on_patches
+//                 sum_p a_p over the patches a mask marks, each whole: on the
+//                 patches a box touches, >= mass_in_box (glimpse-train's
+//                 objective m is this, on the box's patches)
 //   area_fraction the box's share of the image: the mass a uniform map gives it
 //   entropy       -sum_p a_p ln a_p (nats); normalised by ln(S): 1 = uniform
 //   peak          the patch with the largest value (first in raster order on
@@ -56,6 +61,24 @@ inline void check_map(std::span<const float> map, const grid_geometry& g) {
 // Per-patch coverage of a box [S] (raster), in [0, 1].
 inline std::vector<double> box_coverage(const box& b, const grid_geometry& g) {
     return patch_coverage(b, g.image_w, g.image_h, g.grid_h, g.grid_w, "box_heatmap");
+}
+
+// sum_p a_p w_p; for a box's coverage heatmap (heatmap::box_mode::coverage), mass_in_box.
+inline double weighted_mass(std::span<const float> map, std::span<const float> weights) {
+    glimpse::detail::check(map.size() == weights.size(), "weighted_mass: ", map.size(), " values, ", weights.size(),
+                           " weights");
+    double m = 0;
+    for (std::size_t p = 0; p < map.size(); ++p) m += static_cast<double>(map[p]) * static_cast<double>(weights[p]);
+    return m;
+}
+
+inline double mass_on_patches(std::span<const float> map, std::span<const std::uint8_t> mask) {
+    glimpse::detail::check(map.size() == mask.size(), "mass_on_patches: ", map.size(), " values, a mask of ",
+                           mask.size());
+    double m = 0;
+    for (std::size_t p = 0; p < map.size(); ++p)
+        if (mask[p]) m += static_cast<double>(map[p]);
+    return m;
 }
 
 inline double mass_in_box(std::span<const float> map, const box& b, const grid_geometry& g) {

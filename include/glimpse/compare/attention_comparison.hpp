@@ -448,7 +448,7 @@ inline nlohmann::ordered_json to_json(const comparison_result& r,
             oj mi = oj::object();
             for (const auto& [k, v] : q.mass_in) mi[k] = v;
             qj["mass_in"] = mi;
-            qj["mass_in_query_patches"] = q.attention.mass_in_box;
+            qj["mass_in_query_patches"] = q.attention.mass_on_box_patches;
             const oj st = stats_json(q.stats);
             for (auto it = st.begin(); it != st.end(); ++it) qj[it.key()] = it.value();
             qs[q.key] = qj;

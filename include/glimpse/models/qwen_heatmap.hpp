@@ -37,6 +37,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -48,6 +49,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "glimpse/analysis/attention_stats.hpp"
 #include "glimpse/core/backend.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/random.hpp"
@@ -92,7 +94,12 @@ struct raster_attention {
     tensor mean;                       // [grid_h, grid_w], the average over heads; sums to 1
     std::vector<std::uint8_t> in_box;  // [grid_h * grid_w] raster: 1 where the query set is
     std::int64_t in_box_count = 0;
-    double mass_in_box = 0;  // sum of `mean` over in-box patches (1 = looks only inside)
+    // The mass `mean` puts in the box (analysis/attention_stats.hpp has both definitions):
+    // mass_in_box weighs each patch by the heatmap, for a box's coverage heatmap the box's
+    // coverage of the patch: glimpse-compare's number for the same box (NaN without a
+    // heatmap); mass_on_box_patches counts the in-box patches whole (glimpse-train's m).
+    double mass_in_box = 0;
+    double mass_on_box_patches = 0;
 };
 
 template <Backend B>
@@ -124,9 +131,11 @@ inline heatmap::token_order site_order(const qwen_vision_config& cfg, std::span<
 
 // Pooled maps [1, H, S] in `order` (token t holds raster patch
 // order.raster_of_token[t]) -> raster per-head and mean maps, and the mass the
-// mean map puts on `in_box` (raster indicator).
+// mean map puts on `in_box` (raster indicator) and under `heat` (raster heatmap;
+// empty: none, mass_in_box NaN).
 inline raster_attention maps_to_raster(const cview& pooled, const heatmap::token_order& order, std::int64_t grid_h,
-                                       std::int64_t grid_w, std::span<const std::uint8_t> in_box) {
+                                       std::int64_t grid_w, std::span<const std::uint8_t> in_box,
+                                       std::span<const float> heat) {
     const std::int64_t S = grid_h * grid_w;
     glimpse::detail::check(pooled.rank() == 3 && pooled.size(0) == 1 && pooled.size(2) == S && order.size() == S,
                            "maps_to_raster: pooled maps must be [1, H, ", S, "] for a ", grid_h, "x", grid_w,
@@ -154,11 +163,10 @@ inline raster_attention maps_to_raster(const cview& pooled, const heatmap::token
         mn[r] = static_cast<float>(s / static_cast<double>(H));
     }
     out.in_box.assign(in_box.begin(), in_box.end());
-    for (std::int64_t r = 0; r < S; ++r)
-        if (in_box[static_cast<std::size_t>(r)]) {
-            ++out.in_box_count;
-            out.mass_in_box += mn[r];
-        }
+    out.in_box_count = std::count_if(in_box.begin(), in_box.end(), [](std::uint8_t v) { return v != 0; });
+    const std::span<const float> mean(mn, static_cast<std::size_t>(S));
+    out.mass_on_box_patches = analysis::mass_on_patches(mean, in_box);
+    out.mass_in_box = heat.empty() ? std::numeric_limits<double>::quiet_NaN() : analysis::weighted_mass(mean, heat);
     return out;
 }
 
@@ -250,7 +258,8 @@ struct site_features {
                                "site_features::attention: no pooled map (run the head "
                                "with inputs(be, h).pooled_request())");
         const tensor pooled = be.download(maps.pooled.cv()).to(dtype::f32);
-        return maps_to_raster(pooled.cv(), checked_order(), grid[1], grid[2], in_box);
+        return maps_to_raster(pooled.cv(), checked_order(), grid[1], grid[2], in_box,
+                              std::span<const float>(raster.ptr<float>(), static_cast<std::size_t>(S)));
     }
 
 private:
@@ -405,7 +414,8 @@ public:
         glimpse::detail::check(maps.size() == 1, "qwen_encoder::encode: the head returned ", maps.size(),
                                " attention maps (expected 1)");
         const tensor pooled = be.download(maps[0].pooled.cv()).to(dtype::f32);
-        out.attention = maps_to_raster(pooled.cv(), order, grid[1], grid[2], in_box);
+        out.attention = maps_to_raster(pooled.cv(), order, grid[1], grid[2], in_box,
+                                       std::span<const float>(out.heatmap.template ptr<float>(), static_cast<std::size_t>(S)));
         return out;
     }
 
@@ -442,7 +452,7 @@ public:
                                "qwen_encoder::encode_site: the tower did not reach the head's site");
         const tensor host = be.download(pooled.cv()).to(dtype::f32);
         const std::vector<std::uint8_t> none(static_cast<std::size_t>(S), 0);
-        raster_attention r = maps_to_raster(host.cv(), f.order, f.grid[1], f.grid[2], none);
+        raster_attention r = maps_to_raster(host.cv(), f.order, f.grid[1], f.grid[2], none, {});
         own.block = block;
         own.grid_h = f.grid[1];
         own.grid_w = f.grid[2];
@@ -533,7 +543,8 @@ private:
             },
             head_);
         const tensor pooled = be.download(maps.pooled.cv()).to(dtype::f32);
-        return maps_to_raster(pooled.cv(), f.order, f.grid[1], f.grid[2], q.in_box);
+        return maps_to_raster(pooled.cv(), f.order, f.grid[1], f.grid[2], q.in_box,
+                              std::span<const float>(q.heat.template ptr<float>(), static_cast<std::size_t>(S)));
     }
 
     // A raster heatmap as f32 and its query set (raster indicator, count).

@@ -7,7 +7,7 @@
 //   in-box    K     = {t : h[t] > 0},  n = |K|
 //   queries   w[t]  = 1/n on K, 0 elsewhere
 //   pooled    p[j, k] = sum_t w[t] P_j[t, k]                    (head j's attention, [H, S])
-//   mass      m     = (1/H) sum_j sum_{k in K} p[j, k]          (raster_attention::mass_in_box)
+//   mass      m     = (1/H) sum_j sum_{k in K} p[j, k]          (raster_attention::mass_on_box_patches)
 //   term      L_b   = -log(m) + fw * sum(delta^2) / sum(x^2)
 // delta [S, D] is what the head adds to the features (z = x + delta); the second
 // term is the squared size of that change relative to the features' own, so a
@@ -133,7 +133,7 @@ double sum_of_squares(B& be, const cview& x) {
 
 // m from pooled [1, H, S] (any backend) and the in-box set.
 template <Backend B>
-double mass_in_box(B& be, const cview& pooled, const focus_target& t) {
+double mass_on_box_patches(B& be, const cview& pooled, const focus_target& t) {
     const tensor p = be.download(pooled).to(dtype::f32);
     const std::int64_t H = p.size(1), S = p.size(2);
     detail::check(p.rank() == 3 && p.size(0) == 1 && S == static_cast<std::int64_t>(t.in_box.size()),
@@ -166,7 +166,7 @@ focus_value focus_evaluate(B& be, const heatmap::heatmap_head<B, Kind>& head, co
     heatmap::head_maps<B> maps;
     const auto delta = head.delta(be, heatmap::head_inputs{x, heat.cv(), cos, sin}, req, &maps);
     focus_value v;
-    v.mass = mass_in_box(be, maps.pooled.cv(), t);
+    v.mass = mass_on_box_patches(be, maps.pooled.cv(), t);
     v.feature = sum_of_squares(be, delta.cv()) / x_sum_sq;
     v.loss = -std::log(std::max(v.mass, min_mass)) + feature_weight * v.feature;
     return v;
@@ -185,7 +185,7 @@ focus_value focus_loss_and_grad(B& be, const heatmap::heatmap_head<B, Kind>& hea
     auto fwd = grad::head_forward(be, head, heatmap::head_inputs{x, heat.cv(), cos, sin}, qw.cv());
 
     focus_value v;
-    v.mass = mass_in_box(be, fwd.pooled.cv(), t);
+    v.mass = mass_on_box_patches(be, fwd.pooled.cv(), t);
     v.feature = sum_of_squares(be, fwd.delta.cv()) / x_sum_sq;
     const double m = std::max(v.mass, min_mass);
     v.loss = -std::log(m) + feature_weight * v.feature;

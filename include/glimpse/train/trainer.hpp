@@ -93,8 +93,9 @@ struct step_report {
     double lr = 0;
 };
 
-// Held-out mean attention mass inside the box, per box kind, and what a head
-// that attends uniformly would get (the fraction of patches in the box).
+// Held-out mean attention mass on the box's patches (the objective's m, each patch the box
+// touches counted whole: analysis::mass_on_patches), per box kind, and what a head that
+// attends uniformly would get (the fraction of patches in the box).
 struct eval_report {
     std::int64_t examples = 0;
     std::array<double, 3> mass{};  // person, object, union
@@ -105,7 +106,7 @@ struct eval_report {
         j["examples"] = examples;
         j["feature_change"] = feature;
         for (std::size_t i = 0; i < 3; ++i) {
-            j["mass_in_box"][std::string(name(all_box_kinds[i]))] = mass[i];
+            j["mass_on_box_patches"][std::string(name(all_box_kinds[i]))] = mass[i];
             j["uniform"][std::string(name(all_box_kinds[i]))] = uniform[i];
         }
         return j;
@@ -290,7 +291,7 @@ public:
                           {"boxes", boxes},
                           {"feature_weight", opt_.objective.feature_weight},
                           {"form",
-                           "mean over examples and boxes of -log(mass_in_box) + feature_weight * "
+                           "mean over examples and boxes of -log(mass_on_box_patches) + feature_weight * "
                            "sum(delta^2) / sum(x^2)"},
                           {"doc", "docs/training.md"}};
         j["hyperparameters"] = {{"epochs", opt_.epochs},
