@@ -98,23 +98,22 @@ nlohmann::json config_json(qwen_family f) {
     if (f == qwen_family::qwen2_5_vl) {
         top["model_type"] = "qwen2_5_vl";
         top["architectures"] = {"Qwen2_5_VLForConditionalGeneration"};
-        top["vision_config"] = {
-            {"depth", 32},
-            {"hidden_size", 1280},
-            {"num_heads", 16},
-            {"intermediate_size", 3420},
-            {"hidden_act", "silu"},
-            {"patch_size", 14},
-            {"temporal_patch_size", 2},
-            {"spatial_merge_size", 2},
-            {"in_channels", 3},
-            {"in_chans", 3},
-            {"window_size", 112},
-            {"fullatt_block_indexes", {7, 15, 23, 31}},
-            {"out_hidden_size", 3584},
-            {"tokens_per_second", 2},
-            {"spatial_patch_size", 14},
-            {"rope_parameters", {{"rope_theta", 10000.0}, {"rope_type", "axial"}}}};
+        top["vision_config"] = {{"depth", 32},
+                                {"hidden_size", 1280},
+                                {"num_heads", 16},
+                                {"intermediate_size", 3420},
+                                {"hidden_act", "silu"},
+                                {"patch_size", 14},
+                                {"temporal_patch_size", 2},
+                                {"spatial_merge_size", 2},
+                                {"in_channels", 3},
+                                {"in_chans", 3},
+                                {"window_size", 112},
+                                {"fullatt_block_indexes", {7, 15, 23, 31}},
+                                {"out_hidden_size", 3584},
+                                {"tokens_per_second", 2},
+                                {"spatial_patch_size", 14},
+                                {"rope_parameters", {{"rope_theta", 10000.0}, {"rope_type", "axial"}}}};
     } else {
         top["model_type"] = "qwen3_vl";
         top["architectures"] = {"Qwen3VLForConditionalGeneration"};
@@ -229,9 +228,14 @@ fs::path ensure_checkpoint(const family_spec& fam) {
             for (std::int64_t i = ch * kChunk, e = std::min(n, (ch + 1) * kChunk); i < e; ++i) {
                 float v = 0.0f;
                 switch (sp.f) {
-                    case fill::one: v = 1.0f; break;
-                    case fill::zero: v = 0.0f; break;
-                    default: v = static_cast<float>(g.uniform(-bound, bound));
+                    case fill::one:
+                        v = 1.0f;
+                        break;
+                    case fill::zero:
+                        v = 0.0f;
+                        break;
+                    default:
+                        v = static_cast<float>(g.uniform(-bound, bound));
                 }
                 out[i] = glimpse::to_bf16(v);
             }
@@ -313,7 +317,8 @@ loaded& model_of(const family_spec& fam) {
     {
         const glimpse::checkpoint ck(dir);
         double bytes = 0;
-        for (const auto& n : ck.names()) bytes += static_cast<double>(ck.get(n).numel()) * glimpse::itemsize(ck.get(n).type());
+        for (const auto& n : ck.names())
+            bytes += static_cast<double>(ck.get(n).numel()) * glimpse::itemsize(ck.get(n).type());
         m->weights_mib = bytes / (1024.0 * 1024.0);
         if (fam.family == qwen_family::qwen2_5_vl)
             m->q25 = std::make_unique<glimpse::models::qwen2_5_vision<cpu>>(
@@ -446,19 +451,20 @@ void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, 
         std::snprintf(buf, sizeof buf, "%s%.2f", runs.empty() ? "" : ",", x);
         runs += buf;
     }
-    std::fprintf(stderr,
-                 "[%s %lld %s: grid %lldx%lld N=%lld | GFLOP %.1f (patch %.1f, qkv+proj %.1f, mlp %.1f, attn %.1f, "
-                 "merger %.1f) | stages ms: patch_embed %.0f, attn %.0f (qkv %.0f, rotary %.0f, core %.0f = %.0f GFLOP/s, "
-                 "proj %.0f), mlp %.0f, norms %.0f, residual %.0f, merger(s) %.0f, other %.0f; blocks %.0f (%.1f GFLOP/s), "
-                 "total %.0f | encode %s s (median %.2f) | peak %.0f MiB, weights %.0f MiB, load %.1f s, rss after load "
-                 "%.0f MiB | load1 %.2f -> %.2f]\n",
-                 fam.dir, static_cast<long long>(side), prec_name.c_str(), static_cast<long long>(gs),
-                 static_cast<long long>(gs), static_cast<long long>(n), flop * 1e-9, F.patch * 1e-9, F.linear * 1e-9,
-                 F.mlp * 1e-9, F.attn * 1e-9, F.merger * 1e-9, sm.of("patch_embed") + sm.of("pos_embed"), sm.attn(),
-                 sm.of("attn.qkv"), sm.of("attn.rotary"), sm.of("attn.core"), F.attn / sm.of("attn.core") * 1e-6,
-                 sm.of("attn.proj"), sm.of("mlp"), sm.of("norms"), sm.of("residual"), sm.of("merger(s)"), other_ms,
-                 sm.blocks(), F.blocks() / sm.blocks() * 1e-6, sm.total, runs.c_str(), sec, peak, M.weights_mib, M.load_s,
-                 M.rss_loaded_mib, load_before, loadavg1());
+    std::fprintf(
+        stderr,
+        "[%s %lld %s: grid %lldx%lld N=%lld | GFLOP %.1f (patch %.1f, qkv+proj %.1f, mlp %.1f, attn %.1f, "
+        "merger %.1f) | stages ms: patch_embed %.0f, attn %.0f (qkv %.0f, rotary %.0f, core %.0f = %.0f GFLOP/s, "
+        "proj %.0f), mlp %.0f, norms %.0f, residual %.0f, merger(s) %.0f, other %.0f; blocks %.0f (%.1f GFLOP/s), "
+        "total %.0f | encode %s s (median %.2f) | peak %.0f MiB, weights %.0f MiB, load %.1f s, rss after load "
+        "%.0f MiB | load1 %.2f -> %.2f]\n",
+        fam.dir, static_cast<long long>(side), prec_name.c_str(), static_cast<long long>(gs),
+        static_cast<long long>(gs), static_cast<long long>(n), flop * 1e-9, F.patch * 1e-9, F.linear * 1e-9,
+        F.mlp * 1e-9, F.attn * 1e-9, F.merger * 1e-9, sm.of("patch_embed") + sm.of("pos_embed"), sm.attn(),
+        sm.of("attn.qkv"), sm.of("attn.rotary"), sm.of("attn.core"), F.attn / sm.of("attn.core") * 1e-6,
+        sm.of("attn.proj"), sm.of("mlp"), sm.of("norms"), sm.of("residual"), sm.of("merger(s)"), other_ms, sm.blocks(),
+        F.blocks() / sm.blocks() * 1e-6, sm.total, runs.c_str(), sec, peak, M.weights_mib, M.load_s, M.rss_loaded_mib,
+        load_before, loadavg1());
 }
 
 }  // namespace

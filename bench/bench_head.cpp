@@ -92,8 +92,7 @@ workload& get_workload(std::int64_t S) {
             w->h.ptr<float>()[r * side + c] = in ? 1.0f : 0.0f;
             w->n_in += in;
         }
-    for (std::int64_t i = 0; i < S; ++i)
-        w->in_box.ptr<float>()[i] = w->h.ptr<float>()[i] / static_cast<float>(w->n_in);
+    for (std::int64_t i = 0; i < S; ++i) w->in_box.ptr<float>()[i] = w->h.ptr<float>()[i] / static_cast<float>(w->n_in);
     return *w;
 }
 
@@ -101,11 +100,16 @@ enum class variant { generic, generic_pooled, generic_mean, dedup, folded };
 
 const char* variant_name(variant v) {
     switch (v) {
-        case variant::generic: return "generic";
-        case variant::generic_pooled: return "generic+pooled";
-        case variant::generic_mean: return "generic+mean";
-        case variant::dedup: return "dedup";
-        case variant::folded: return "folded";
+        case variant::generic:
+            return "generic";
+        case variant::generic_pooled:
+            return "generic+pooled";
+        case variant::generic_mean:
+            return "generic+mean";
+        case variant::dedup:
+            return "dedup";
+        case variant::folded:
+            return "folded";
     }
     return "?";
 }
@@ -113,7 +117,7 @@ const char* variant_name(variant v) {
 void bm_head(benchmark::State& st, std::int64_t S, variant v) {
     ensure_peak();
     workload& w = get_workload(S);
-    const head_path path = v == variant::dedup ? head_path::dedup
+    const head_path path = v == variant::dedup    ? head_path::dedup
                            : v == variant::folded ? head_path::folded
                                                   : head_path::generic;
     glimpse::heatmap::maps_request req;
@@ -134,7 +138,8 @@ void bm_head(benchmark::State& st, std::int64_t S, variant v) {
     m.finish(st, glimpse::heatmap::path_flops(path, double(S), double(kDim), double(kHeads), 2.0));
     // Every path computes the same function: report the fast paths' distance to the generic
     // one (kept from the generic row, computed where that is cheap).
-    if (v == variant::generic && w.ref.empty()) w.ref = std::move(last);
+    if (v == variant::generic && w.ref.empty())
+        w.ref = std::move(last);
     else if ((v == variant::dedup || v == variant::folded) && !w.ref.empty()) {
         double d = 0;
         for (std::int64_t i = 0; i < w.ref.numel(); ++i)
@@ -167,17 +172,22 @@ void register_all() {
     using benchmark::RegisterBenchmark;
     register_peak_rows(10);
     for (std::int64_t S : {1024, 4096, 16384}) {
-        for (variant v : {variant::generic, variant::generic_pooled, variant::generic_mean, variant::dedup, variant::folded}) {
-            if (v == variant::generic_mean && S > 4096) continue;  // [S, S] = 1 GiB at 16384: not what a visualiser asks for
+        for (variant v :
+             {variant::generic, variant::generic_pooled, variant::generic_mean, variant::dedup, variant::folded}) {
+            if (v == variant::generic_mean && S > 4096)
+                continue;  // [S, S] = 1 GiB at 16384: not what a visualiser asks for
             const std::string name = std::string("head/") + variant_name(v) + "/" + std::to_string(S);
             auto* b = RegisterBenchmark(name.c_str(), [S, v](benchmark::State& st) { bm_head(st, S, v); });
             b->UseRealTime()->Unit(benchmark::kMillisecond);
             const bool slow = (v == variant::generic || v == variant::generic_pooled) && S >= 16384;
             const bool fast = v == variant::dedup || v == variant::folded;
             // Seconds per call at S = 16384 generic: one call per repetition, three repetitions.
-            if (slow) b->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true);
-            else if (fast) b->Iterations(S >= 16384 ? 5 : 20);
-            else b->Iterations(S >= 4096 ? 3 : 10);
+            if (slow)
+                b->Iterations(1)->Repetitions(3)->DisplayAggregatesOnly(true);
+            else if (fast)
+                b->Iterations(S >= 16384 ? 5 : 20);
+            else
+                b->Iterations(S >= 4096 ? 3 : 10);
         }
     }
     for (glimpse::cpu_isa isa : glimpse::supported_cpu_isas()) {

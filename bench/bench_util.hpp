@@ -185,8 +185,8 @@ inline void bm_cblas_sgemm(benchmark::State& st) {
     fill_uniform(a.data(), kPeakN * kPeakN, 1);
     fill_uniform(b.data(), kPeakN * kPeakN, 2);
     auto run = [&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kPeakN, kPeakN, kPeakN, 1.0f, a.data(), kPeakN,
-                    b.data(), kPeakN, 0.0f, c.data(), kPeakN);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, kPeakN, kPeakN, kPeakN, 1.0f, a.data(), kPeakN, b.data(),
+                    kPeakN, 0.0f, c.data(), kPeakN);
     };
     run();
     row_meter m;

@@ -209,8 +209,8 @@ int run_batch(B& be, const options& o, const char* backend_name, const glimpse::
                        {"glimpse", GLIMPSE_VERSION_STRING}};
     if (!bo.shard.whole())
         std::printf("  shard      %s: %lld of the %zu images (those at i mod %lld = %lld)\n", bo.shard.str().c_str(),
-                    static_cast<long long>((static_cast<std::int64_t>(file.items.size()) - bo.shard.k + bo.shard.n - 1) /
-                                           bo.shard.n),
+                    static_cast<long long>(
+                        (static_cast<std::int64_t>(file.items.size()) - bo.shard.k + bo.shard.n - 1) / bo.shard.n),
                     file.items.size(), static_cast<long long>(bo.shard.n), static_cast<long long>(bo.shard.k));
     const cmp::batch_report rep = cmp::run_batch(be, c, base, tuned, file, bo, fonts);
 
@@ -294,7 +294,8 @@ int main(int argc, char** argv) {
         "  glimpse-compare --base_model Qwen3-VL-8B-Instruct --finetuned_model runs/head --image_path img.jpg \\\n"
         "      --output_dir out --task_type grounding --action \"sitting on\" --object_category bench\n"
         "  glimpse-compare --base_model M --finetuned_model H --batch test.jsonl --output_dir out   # resumable\n"
-        "  glimpse-compare ... --batch test.jsonl --output_dir out --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\n"
+        "  glimpse-compare ... --batch test.jsonl --output_dir out --shard "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\n"
         "  glimpse-compare --merge out --output_dir out   # after all shards: the CSVs and index.html\n"
         "See docs/compare.md for the outputs, the JSON schema and the metrics.");
     options o;

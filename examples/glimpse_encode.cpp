@@ -176,8 +176,7 @@ int run(B& be, const glimpse::device_spec& dev, const std::string& model, const 
     std::printf("  timings  load %.1f ms, preprocess %.1f ms, encode%s %.1f ms, write %.1f ms\n", load_ms, prep_ms,
                 r ? " + head" : "", enc_ms, write_ms);
     // On cuda the scopes time the launches, not the kernels: only the cpu breakdown is printed.
-    if constexpr (std::is_same_v<B, glimpse::cpu>)
-        std::printf("  stages   %s\n", stages.summary(enc_ms).c_str());
+    if constexpr (std::is_same_v<B, glimpse::cpu>) std::printf("  stages   %s\n", stages.summary(enc_ms).c_str());
     if (!out_path.empty()) std::printf("  wrote    %s\n", out_path.c_str());
     return 0;
 }

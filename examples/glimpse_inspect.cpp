@@ -63,8 +63,9 @@ int inspect(const std::filesystem::path& path) {
 
     auto print = [&](const row& r) {
         std::cout << r.name << std::string(w[0] - r.name.size() + 2, ' ') << r.dtype
-                  << std::string(w[1] - r.dtype.size() + 2, ' ') << r.shape << std::string(w[2] - r.shape.size() + 2, ' ')
-                  << std::string(w[3] - r.params.size(), ' ') << r.params << '\n';
+                  << std::string(w[1] - r.dtype.size() + 2, ' ') << r.shape
+                  << std::string(w[2] - r.shape.size() + 2, ' ') << std::string(w[3] - r.params.size(), ' ') << r.params
+                  << '\n';
     };
     print(head);
     for (const auto& r : rows) print(r);
@@ -78,8 +79,8 @@ int inspect(const std::filesystem::path& path) {
         for (const auto& [k, v] : f.metadata()) std::cout << "  " << cell(k) << " = " << cell(v) << '\n';
     }
 
-    std::cout << "\ntotal: " << rows.size() << (rows.size() == 1 ? " tensor in " : " tensors in ")
-              << ck.files().size() << (several ? " files, " : " file, ") << ck.total_parameters() << " parameters, " << total_bytes
+    std::cout << "\ntotal: " << rows.size() << (rows.size() == 1 ? " tensor in " : " tensors in ") << ck.files().size()
+              << (several ? " files, " : " file, ") << ck.total_parameters() << " parameters, " << total_bytes
               << " bytes (" << human_bytes(total_bytes) << ")\n";
     std::cout.flush();
     if (!std::cout) {

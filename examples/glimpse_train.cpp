@@ -26,12 +26,12 @@
 #include <omp.h>
 #endif
 
+#include <glimpse/core/progress.hpp>
 #include <glimpse/glimpse.hpp>
 #include <glimpse/models/qwen_heatmap.hpp>
 #include <glimpse/train/dataset.hpp>
 #include <glimpse/train/feature_cache.hpp>
 #include <glimpse/train/head_checkpoint.hpp>
-#include <glimpse/core/progress.hpp>
 #include <glimpse/train/trainer.hpp>
 
 namespace {

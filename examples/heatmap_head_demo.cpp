@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
     std::string path_name = "automatic";
     app.add_option("--input", input, "safetensors with features, heatmap_head.* weights, expected.z")
         ->check(CLI::ExistingFile);
-    app.add_option("--box", box_arg, "heatmap box in patches: ROW0 COL0 ROW1 COL1 (half-open; default: the file's box_a)")
+    app.add_option("--box", box_arg,
+                   "heatmap box in patches: ROW0 COL0 ROW1 COL1 (half-open; default: the file's box_a)")
         ->expected(4);
     app.add_option("--path", path_name, "execution path")
         ->check(CLI::IsMember({"automatic", "generic", "dedup", "folded"}));
@@ -73,27 +74,27 @@ int main(int argc, char** argv) {
         glimpse::detail::check(x.shape() == glimpse::shape{S, cfg.dim}, "features ", x.shape().str(),
                                " do not match the grid and dim in the metadata");
 
-        const patch_box a = box_arg.empty() ? box_from_meta(f, "box_a")
-                                            : patch_box{box_arg[0], box_arg[1], box_arg[2], box_arg[3]};
+        const patch_box a =
+            box_arg.empty() ? box_from_meta(f, "box_a") : patch_box{box_arg[0], box_arg[1], box_arg[2], box_arg[3]};
         const patch_box b = box_from_meta(f, "box_b");
         // One patch = one pixel of a gh x gw "image": the box maps onto exactly its patches.
-        const glimpse::tensor h = hm::box_heatmap(
-            hm::box{double(a.c0), double(a.r0), double(a.c1), double(a.r1)}, double(gw), double(gh), gh, gw);
+        const glimpse::tensor h = hm::box_heatmap(hm::box{double(a.c0), double(a.r0), double(a.c1), double(a.r1)},
+                                                  double(gw), double(gh), gh, gw);
         glimpse::tensor qw(glimpse::shape{1, S});  // pool the attention of the in-box queries
         for (std::int64_t i = 0; i < S; ++i) qw.ptr<float>()[i] = h.ptr<float>()[i] / static_cast<float>(a.area());
 
         std::printf("glimpse %s: heatmap head demo (backend: %s)\n", GLIMPSE_VERSION_STRING, cpu::name().data());
-        std::printf("  input    %s\n  features [%lld, %lld] (stored %s), grid %lldx%lld\n", input.c_str(),
-                    (long long)S, (long long)cfg.dim, glimpse::name(f.find("features")->dtype.value()).data(),
-                    (long long)gh, (long long)gw);
+        std::printf("  input    %s\n  features [%lld, %lld] (stored %s), grid %lldx%lld\n", input.c_str(), (long long)S,
+                    (long long)cfg.dim, glimpse::name(f.find("features")->dtype.value()).data(), (long long)gh,
+                    (long long)gw);
         std::printf("  head     %s block, D=%lld, H=%lld, I=%lld, RoPE off, weights heatmap_head.*\n",
                     hm::rms_swiglu::name.data(), (long long)cfg.dim, (long long)cfg.heads, (long long)cfg.intermediate);
         std::printf("  heatmap  box rows [%lld,%lld) cols [%lld,%lld): %lld of %lld patches = 1, rest 0\n",
                     (long long)a.r0, (long long)a.r1, (long long)a.c0, (long long)a.c1, (long long)a.area(),
                     (long long)S);
 
-        const auto want = path_name == "generic" ? hm::head_path::generic
-                          : path_name == "dedup" ? hm::head_path::dedup
+        const auto want = path_name == "generic"  ? hm::head_path::generic
+                          : path_name == "dedup"  ? hm::head_path::dedup
                           : path_name == "folded" ? hm::head_path::folded
                                                   : hm::head_path::automatic;
         std::printf("\n  %-10s %10s %14s\n", "path", "time", "GFLOP (head)");
@@ -131,9 +132,10 @@ int main(int argc, char** argv) {
         for (std::int64_t j = 0; j < cfg.heads; ++j)
             for (std::int64_t k = 0; k < S; ++k)
                 map[static_cast<std::size_t>(k)] += pooled_keep.ptr<float>()[j * S + k] / static_cast<float>(cfg.heads);
-        std::printf("  attention of in-box queries: %.3f inside box A (uniform: %.3f), %.3f inside box B (uniform: %.3f)\n",
-                    mass_in(map.data(), gw, a), double(a.area()) / double(S), mass_in(map.data(), gw, b),
-                    double(b.area()) / double(S));
+        std::printf(
+            "  attention of in-box queries: %.3f inside box A (uniform: %.3f), %.3f inside box B (uniform: %.3f)\n",
+            mass_in(map.data(), gw, a), double(a.area()) / double(S), mass_in(map.data(), gw, b),
+            double(b.area()) / double(S));
         std::printf("  (the head is untrained: random weights, so attention is not yet steered by the box)\n\n");
 
         const char* ramp = " .:-=+*#%@";

@@ -8,10 +8,10 @@
 
 #include <catch2/catch.hpp>
 
-#define GLIMPSE_SKIP_WITHOUT_TOOL(exe)                                                  \
-    do {                                                                                \
-        if (std::string(exe).empty()) {                                                 \
-            WARN(#exe " is not built (GLIMPSE_BUILD_EXAMPLES=OFF): test skipped");      \
-            return;                                                                     \
-        }                                                                               \
+#define GLIMPSE_SKIP_WITHOUT_TOOL(exe)                                             \
+    do {                                                                           \
+        if (std::string(exe).empty()) {                                            \
+            WARN(#exe " is not built (GLIMPSE_BUILD_EXAMPLES=OFF): test skipped"); \
+            return;                                                                \
+        }                                                                          \
     } while (0)

@@ -16,8 +16,7 @@ namespace glimpse::test {
 inline tensor randn(const shape& s, std::uint64_t seed, float scale = 1.0f, dtype t = dtype::f32) {
     rng g(seed);
     tensor out(s, t);
-    for (std::int64_t i = 0; i < out.numel(); ++i)
-        store_f32(out.data(), t, i, static_cast<float>(g.normal()) * scale);
+    for (std::int64_t i = 0; i < out.numel(); ++i) store_f32(out.data(), t, i, static_cast<float>(g.normal()) * scale);
     return out;
 }
 

@@ -14,9 +14,9 @@
 #include "glimpse/core/backend.hpp"
 #include "glimpse/core/dtype.hpp"
 #include "glimpse/core/error.hpp"
+#include "glimpse/core/progress.hpp"
 #include "glimpse/core/random.hpp"
 #include "glimpse/core/shape.hpp"
-#include "glimpse/core/progress.hpp"
 #include "glimpse/core/stage_clock.hpp"
 #include "glimpse/core/tensor.hpp"
 

@@ -22,8 +22,8 @@ using test::randn;
 using test::check_op;
 constexpr double kTol = test::kOpTol;
 
-TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and stride", "[backend][gemm]", float,
-                   bf16_t, f16_t) {
+TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and stride", "[backend][gemm]", float, bf16_t,
+                   f16_t) {
     const dtype wt = dtype_of_v<TestType>;
     // 37 x 300 x 29: n > the BLAS path's panel (widening in panels), the packed kernel's short-M
     // column split; 150 x 200 x 300: its row blocks on two threads, three K blocks, every tail.
@@ -49,10 +49,10 @@ TEMPLATE_TEST_CASE("cpu gemm matches reference for every transpose, dtype and st
 
 TEST_CASE("cpu batched gemm matches reference, shared and batched B", "[backend][gemm]") {
     tensor a = randn(shape{3, 5, 7}, 5), b3 = randn(shape{3, 7, 4}, 6), b2 = randn(shape{4, 7}, 7);
-    check_op("batched", shape{3, 5, 4}, [&](auto& be, const view& out) { be.gemm(a.cv(), b3.cv(), out, gemm_args{}, cview{}); });
-    check_op("shared B", shape{3, 5, 4}, [&](auto& be, const view& out) {
-        be.gemm(a.cv(), b2.cv(), out, gemm_args{.trans_b = true}, cview{});
-    });
+    check_op("batched", shape{3, 5, 4},
+             [&](auto& be, const view& out) { be.gemm(a.cv(), b3.cv(), out, gemm_args{}, cview{}); });
+    check_op("shared B", shape{3, 5, 4},
+             [&](auto& be, const view& out) { be.gemm(a.cv(), b2.cv(), out, gemm_args{.trans_b = true}, cview{}); });
 }
 
 TEST_CASE("cpu elementwise, activations and row ops match reference", "[backend][ops]") {
@@ -64,23 +64,34 @@ TEST_CASE("cpu elementwise, activations and row ops match reference", "[backend]
     check_op("mul broadcast", s, [&](auto& be, const view& o) { be.mul(x.cv(), r.cv(), o); });
     for (auto act : {activation::identity, activation::silu, activation::gelu_erf, activation::gelu_tanh}) {
         INFO(name(act));
-        check_op("activate", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
+        check_op(
+            "activate", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
     }
-    check_op("swiglu", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
-    check_op("softmax", s, [&](auto& be, const view& o) {
-        be.copy(x.cv(), o);
-        be.softmax_rows(o, 1.7f);
-    }, 1e-6);
-    check_op("rms_norm", s, [&](auto& be, const view& o) { be.rms_norm(x.cv(), w.cv(), 1e-6f, o); }, 1e-6);
-    check_op("layer_norm", s, [&](auto& be, const view& o) { be.layer_norm(x.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
-    check_op("sum_rows", shape{70}, [&](auto& be, const view& o) { be.sum_rows(x.cv(), o); }, 1e-6);
+    check_op(
+        "swiglu", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
+    check_op(
+        "softmax", s,
+        [&](auto& be, const view& o) {
+            be.copy(x.cv(), o);
+            be.softmax_rows(o, 1.7f);
+        },
+        1e-6);
+    check_op(
+        "rms_norm", s, [&](auto& be, const view& o) { be.rms_norm(x.cv(), w.cv(), 1e-6f, o); }, 1e-6);
+    check_op(
+        "layer_norm", s, [&](auto& be, const view& o) { be.layer_norm(x.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
+    check_op(
+        "sum_rows", shape{70}, [&](auto& be, const view& o) { be.sum_rows(x.cv(), o); }, 1e-6);
     // strided input: a column slice
     tensor wide = randn(shape{13, 90}, 13);
-    check_op("copy strided + bf16", shape{13, 70}, [&](auto& be, const view& o) {
-        tensor t(shape{13, 70}, dtype::bf16);
-        be.copy(wide.cv().slice(1, 10, 80), t.v());
-        be.copy(t.cv(), o);
-    }, 0.0 + 1e-12);
+    check_op(
+        "copy strided + bf16", shape{13, 70},
+        [&](auto& be, const view& o) {
+            tensor t(shape{13, 70}, dtype::bf16);
+            be.copy(wide.cv().slice(1, 10, 80), t.v());
+            be.copy(t.cv(), o);
+        },
+        0.0 + 1e-12);
 }
 
 TEST_CASE("cpu row kernels at every level: whole vectors, tails, saturation, masked softmax", "[backend][ops]") {
@@ -97,20 +108,28 @@ TEST_CASE("cpu row kernels at every level: whole vectors, tails, saturation, mas
         const shape s = x.shape();
         for (auto act : {activation::silu, activation::gelu_erf, activation::gelu_tanh}) {
             INFO(name(act));
-            check_op("activate, saturating", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
+            check_op(
+                "activate, saturating", s, [&](auto& be, const view& o) { be.activate(act, x.cv(), o); }, 1e-6);
         }
-        check_op("swiglu, saturating", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
-        check_op("rms_norm, offset rows", s, [&](auto& be, const view& o) { be.rms_norm(off.cv(), w.cv(), 1e-6f, o); }, 1e-6);
-        check_op("layer_norm, offset rows", s,
-                 [&](auto& be, const view& o) { be.layer_norm(off.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
+        check_op(
+            "swiglu, saturating", s, [&](auto& be, const view& o) { be.swiglu(x.cv(), y.cv(), o); }, 1e-6);
+        check_op(
+            "rms_norm, offset rows", s, [&](auto& be, const view& o) { be.rms_norm(off.cv(), w.cv(), 1e-6f, o); },
+            1e-6);
+        check_op(
+            "layer_norm, offset rows", s,
+            [&](auto& be, const view& o) { be.layer_norm(off.cv(), w.cv(), bb.cv(), 1e-6f, o); }, 1e-6);
         // -inf logits (masked keys) give exactly 0; a row of logits 200 apart gives a one-hot.
         tensor logits = randn(shape{4, n}, 36, 3.0f);
         for (std::int64_t i = 0; i < n; i += 3) logits.set({0, i}, -INFINITY);
         logits.set({2, n - 1}, 200.0f);
-        check_op("softmax, masked", s, [&](auto& be, const view& o) {
-            be.copy(logits.cv(), o);
-            be.softmax_rows(o, 1.0f);
-        }, 1e-6);
+        check_op(
+            "softmax, masked", s,
+            [&](auto& be, const view& o) {
+                be.copy(logits.cv(), o);
+                be.softmax_rows(o, 1.0f);
+            },
+            1e-6);
         for (cpu_isa isa : supported_cpu_isas()) {
             cpu be;
             be.set_isa(isa);
@@ -126,21 +145,28 @@ TEST_CASE("cpu row kernels at every level: whole vectors, tails, saturation, mas
     for (const std::int64_t d : {std::int64_t{72}, std::int64_t{80}}) {
         INFO("head dim " << d);
         tensor x = randn(shape{7, 2, d}, 37), c = randn(shape{7, d}, 38), s = randn(shape{7, d}, 39);
-        check_op("rotary", x.shape(), [&](auto& be, const view& o) {
-            be.copy(x.cv(), o);
-            be.rotary(o, c.cv(), s.cv());
-        }, 1e-6);
+        check_op(
+            "rotary", x.shape(),
+            [&](auto& be, const view& o) {
+                be.copy(x.cv(), o);
+                be.rotary(o, c.cv(), s.cv());
+            },
+            1e-6);
     }
 }
 
 TEST_CASE("cpu rotary and gather match reference", "[backend][ops]") {
     tensor x = randn(shape{9, 3, 16}, 14), c = randn(shape{9, 16}, 15), s = randn(shape{9, 16}, 16);
-    check_op("rotary", x.shape(), [&](auto& be, const view& o) {
-        be.copy(x.cv(), o);
-        be.rotary(o, c.cv(), s.cv());
-    }, 1e-6);
+    check_op(
+        "rotary", x.shape(),
+        [&](auto& be, const view& o) {
+            be.copy(x.cv(), o);
+            be.rotary(o, c.cv(), s.cv());
+        },
+        1e-6);
     const std::vector<std::int64_t> idx{8, 0, 0, 3, 7, 8};
-    check_op("gather", shape{6, 3, 16}, [&](auto& be, const view& o) { be.gather_rows(x.cv(), idx, o); }, 0.0 + 1e-12);
+    check_op(
+        "gather", shape{6, 3, 16}, [&](auto& be, const view& o) { be.gather_rows(x.cv(), idx, o); }, 0.0 + 1e-12);
     cpu be;
     tensor o(shape{2, 3, 16});
     const std::vector<std::int64_t> bad{0, 9};

@@ -163,8 +163,7 @@ TEST_CASE("bf16 matmul precision: the AMX kernel itself, where the CPU has AMX",
                                         g.beta, c.ptr<float>(), c.stride(0));
         if (!bias.empty())
             for (std::int64_t i = 0; i < c.size(0); ++i)
-                for (std::int64_t j = 0; j < c.size(1); ++j)
-                    c.ptr<float>()[i * c.stride(0) + j] += bias.at({j});
+                for (std::int64_t j = 0; j < c.size(1); ++j) c.ptr<float>()[i * c.stride(0) + j] += bias.at({j});
     };
     const auto oracle_gemm = [](auto& be, const cview& a, const cview& b, const view& c, const gemm_args& g,
                                 const cview& bias) {

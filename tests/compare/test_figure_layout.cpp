@@ -275,7 +275,8 @@ TEST_CASE("figure layout: elongated images keep readable panels (min side, lette
     CHECK(lay3.panels[0][0].frame.h() == 96);
 }
 
-TEST_CASE("flat maps: one colour, labelled \"flat\", and a degenerate shared scale is not painted white", "[viz][layout]") {
+TEST_CASE("flat maps: one colour, labelled \"flat\", and a degenerate shared scale is not painted white",
+          "[viz][layout]") {
     const auto& f = fonts();
     const viz::canvas image(64, 64, viz::rgb8{100, 100, 100});
     const auto panel = [](std::vector<float> m, double vmin, double vmax) {

@@ -120,11 +120,10 @@ TEST_CASE("tools' --precision bf16 on cuda is refused before any device is looke
         kToolsHaveCuda ? "--precision bf16: the cuda backend computes its GEMMs in f32 only" : "built without CUDA";
     GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_COMPARE_EXE);
     GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
-    check_refusal(
-            run(dir, "", GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device cuda:0 --precision bf16"),
-            "glimpse-compare", needle);
+    check_refusal(run(dir, "", GLIMPSE_COMPARE_EXE, compare_args(dir / "out") + " --device cuda:0 --precision bf16"),
+                  "glimpse-compare", needle);
     check_refusal(run(dir, "", GLIMPSE_ENCODE_EXE, encode_args() + " --device cuda:0 --precision bf16"),
-                      "glimpse-encode", needle);
+                  "glimpse-encode", needle);
 }
 
 TEST_CASE("glimpse-train --device: cpu only, and it says so for cuda", "[device][cli]") {

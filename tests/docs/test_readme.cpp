@@ -87,8 +87,7 @@ TEST_CASE("README's library snippet, run as written, gives the tower's attention
     // the snippet's own box covers nearly the whole image, where any order gives about the
     // same mass.)
     const heatmap::box ctl{276, 342, 512, 512};
-    const double want_ctl =
-        enc.encode_box(be, px, ctl, double(img.width), double(img.height)).attention->mass_in_box;
+    const double want_ctl = enc.encode_box(be, px, ctl, double(img.width), double(img.height)).attention->mass_in_box;
     const auto f = enc.encode_site(be, px);
     const tensor raster = heatmap::box_heatmap(ctl, double(img.width), double(img.height), f.grid[1], f.grid[2]);
     const std::int64_t S = f.tokens();

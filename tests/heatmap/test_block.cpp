@@ -19,8 +19,8 @@ template <class B, class Kind>
 void check_block(const test::fixture& fx, bool bf16) {
     B be;
     const auto D = fx.i("D");
-    const heatmap::head_config cfg{D, fx.i("H"), fx.i("I"), fx.i("rope") != 0, static_cast<float>(fx.f("theta")),
-                                   static_cast<float>(fx.f("eps"))};
+    const heatmap::head_config cfg{
+        D, fx.i("H"), fx.i("I"), fx.i("rope") != 0, static_cast<float>(fx.f("theta")), static_cast<float>(fx.f("eps"))};
     auto block = heatmap::heatmap_head<B, Kind>::load(be, fx.file, "w", cfg);
     if (bf16) REQUIRE(block.attn.k_proj.weight.type() == dtype::bf16);  // kept in storage dtype
     auto [cos, sin] = nn::vision_rotary{D / cfg.heads, cfg.rope_theta}.cos_sin(fx.positions());
@@ -39,8 +39,10 @@ void check_block(const test::fixture& fx, bool bf16) {
 
     // The combinations, through the integration policy with the fixture's gates.
     using C = heatmap::combine_mode;
-    for (auto [mode, expected] : {std::pair{C::residual, "out.z"}, {C::replace, "out.delta"},
-                                  {C::gated_scalar, "out.gated_scalar"}, {C::gated_channel, "out.gated_channel"}}) {
+    for (auto [mode, expected] : {std::pair{C::residual, "out.z"},
+                                  {C::replace, "out.delta"},
+                                  {C::gated_scalar, "out.gated_scalar"},
+                                  {C::gated_channel, "out.gated_channel"}}) {
         INFO("combine " << heatmap::name(mode));
         tensor_map src;
         for (const auto& e : fx.file.entries())

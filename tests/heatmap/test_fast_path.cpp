@@ -17,9 +17,12 @@ tensor make_heatmap(const std::string& kind, std::int64_t s, std::uint64_t seed)
     tensor h(shape{s});
     for (std::int64_t i = 0; i < s; ++i) {
         float v = 0;
-        if (kind == "binary") v = (i % 13 < 5) ? 1.0f : 0.0f;
-        else if (kind == "levels") v = static_cast<float>(static_cast<int>(g.uniform() * 7)) / 6.0f;
-        else v = static_cast<float>(g.uniform());  // random: every value distinct
+        if (kind == "binary")
+            v = (i % 13 < 5) ? 1.0f : 0.0f;
+        else if (kind == "levels")
+            v = static_cast<float>(static_cast<int>(g.uniform() * 7)) / 6.0f;
+        else
+            v = static_cast<float>(g.uniform());  // random: every value distinct
         h.ptr<float>()[i] = v;
     }
     return h;
@@ -59,10 +62,10 @@ TEST_CASE("fast paths agree with the generic path, maps included", "[heatmap][fa
 
 TEST_CASE("the automatic path is the cheapest exact one", "[heatmap][fast_path]") {
     using heatmap::cheapest_path;
-    CHECK(cheapest_path(4096, 1280, 16, 2, false) == head_path::folded);    // a box: U = 2
-    CHECK(cheapest_path(4096, 1280, 16, 200, false) == head_path::dedup);   // U*H > D: folding no longer pays
+    CHECK(cheapest_path(4096, 1280, 16, 2, false) == head_path::folded);      // a box: U = 2
+    CHECK(cheapest_path(4096, 1280, 16, 200, false) == head_path::dedup);     // U*H > D: folding no longer pays
     CHECK(cheapest_path(4096, 1280, 16, 4096, false) == head_path::generic);  // every value distinct
-    CHECK(cheapest_path(4096, 1280, 16, 2, true) == head_path::generic);    // RoPE: no shortcut
+    CHECK(cheapest_path(4096, 1280, 16, 2, true) == head_path::generic);      // RoPE: no shortcut
     const double g = heatmap::path_flops(head_path::generic, 4096, 1280, 16, 2);
     const double f = heatmap::path_flops(head_path::folded, 4096, 1280, 16, 2);
     CHECK(g / f > 100);

@@ -42,7 +42,8 @@ TEST_CASE("box heatmaps cover exactly the patches under the box", "[heatmap][pre
 TEST_CASE("bad boxes and maps are rejected with a clear message", "[heatmap][prepare][errors]") {
     REQUIRE_THROWS_WITH(box_heatmap(box{10, 10, 5, 20}, 100, 100, 4, 4), Catch::Contains("inverted or empty"));
     REQUIRE_THROWS_WITH(box_heatmap(box{10, 10, 10, 20}, 100, 100, 4, 4), Catch::Contains("inverted or empty"));
-    REQUIRE_THROWS_WITH(box_heatmap(box{10, 10, 120, 20}, 100, 100, 4, 4), Catch::Contains("outside the 100x100 image"));
+    REQUIRE_THROWS_WITH(box_heatmap(box{10, 10, 120, 20}, 100, 100, 4, 4),
+                        Catch::Contains("outside the 100x100 image"));
     REQUIRE_THROWS_WITH(box_heatmap(box{-1, 10, 20, 20}, 100, 100, 4, 4), Catch::Contains("outside"));
     REQUIRE_THROWS_WITH(box_heatmap(box{NAN, 10, 20, 20}, 100, 100, 4, 4), Catch::Contains("non-finite"));
     // Degenerate geometry is an error, never a NaN map: a patch area that underflows, an
@@ -181,8 +182,9 @@ TEST_CASE("integration: sites, several heads with several heatmaps, gates combin
     // Heatmap index out of range is an error, not a read past the span.
     const cview one[] = {h0.cv()};
     tensor xc = x.clone();
-    REQUIRE_THROWS_WITH(policy.apply(be, site::after_block(1), xc.v(), integration_context<cpu>{one, {}, {}, {}, nullptr}),
-                        Catch::Contains("reads heatmap 1 but 1 were given"));
+    REQUIRE_THROWS_WITH(
+        policy.apply(be, site::after_block(1), xc.v(), integration_context<cpu>{one, {}, {}, {}, nullptr}),
+        Catch::Contains("reads heatmap 1 but 1 were given"));
     REQUIRE(test::compare(xc.cv(), x.cv()).max_abs == 0.0);  // and leaves x as it was
 }
 

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -13,7 +14,6 @@
 #include <iterator>
 #include <map>
 #include <string>
-#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -83,15 +83,15 @@ TEST_CASE("safetensors: round trip of F32, BF16 and F16, contiguous and strided"
     const tensor b = iota({4}, dtype::bf16);
     const tensor c = iota({3, 2, 2}, dtype::f16);
     const tensor m = iota({3, 4}, dtype::f32);
-    const cview mt = m.cv().transpose(0, 1);                  // [4, 3], strided
-    const cview cs = c.cv().slice(1, 1, 2).select(1, 0);      // [3, 2], strided
-    const tensor s = iota({}, dtype::f32);                    // rank 0 scalar
+    const cview mt = m.cv().transpose(0, 1);                     // [4, 3], strided
+    const cview cs = c.cv().slice(1, 1, 2).select(1, 0);         // [3, 2], strided
+    const tensor s = iota({}, dtype::f32);                       // rank 0 scalar
     const tensor z = tensor(glimpse::shape{0, 5}, dtype::bf16);  // no elements
     REQUIRE_FALSE(mt.is_contiguous());
     REQUIRE_FALSE(cs.is_contiguous());
 
-    const std::vector<std::pair<std::string, cview>> items = {
-        {"a", a}, {"b", b}, {"c", c}, {"m.t", mt}, {"c.slice", cs}, {"scalar", s}, {"empty", z}};
+    const std::vector<std::pair<std::string, cview>> items = {{"a", a},        {"b", b},      {"c", c},    {"m.t", mt},
+                                                              {"c.slice", cs}, {"scalar", s}, {"empty", z}};
     const fs::path file = dir / "model.safetensors";
     glimpse::save_safetensors(file, items);
 
@@ -211,10 +211,9 @@ TEST_CASE("safetensors: a dtype glimpse cannot use opens but get/load name it", 
     const tensor a = iota({2}, dtype::f32);
     std::string fdata(8, '\0');
     std::memcpy(fdata.data(), a.data(), 8);
-    write_file(dir / "ids.safetensors",
-                raw_file(R"({"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
-                         R"("w":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})",
-                         data + fdata));
+    write_file(dir / "ids.safetensors", raw_file(R"({"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
+                                                 R"("w":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})",
+                                                 data + fdata));
     const glimpse::safetensors_file f(dir / "ids.safetensors");
     const auto* e = f.find("ids");
     REQUIRE(e != nullptr);

@@ -33,8 +33,8 @@ using Catch::Contains;
 
 namespace {
 
-using glimpse::test::write_file;
 using glimpse::test::read_file;
+using glimpse::test::write_file;
 
 using glimpse::test::temp_dir;
 
@@ -352,8 +352,8 @@ TEST_CASE("safetensors hostile: index.json pointing outside the directory", "[io
     temp_dir dir("index-escape");
     const glimpse::tensor a = glimpse::tensor::from({2}, std::vector<float>{1, 2});
     glimpse::save_safetensors(dir / "model.safetensors", {{"w", a.cv()}});
-    for (const std::string target : {"../etc/passwd", "/etc/passwd", "..", ".", "", "sub/model.safetensors",
-                                     "..\\model.safetensors"}) {
+    for (const std::string target :
+         {"../etc/passwd", "/etc/passwd", "..", ".", "", "sub/model.safetensors", "..\\model.safetensors"}) {
         INFO(target);
         std::string escaped;
         for (char c : target) escaped += c == '\\' ? std::string("\\\\") : std::string(1, c);
@@ -368,10 +368,10 @@ TEST_CASE("safetensors hostile: index.json naming a tensor its shard lacks", "[i
     const glimpse::tensor a = glimpse::tensor::from({2}, std::vector<float>{1, 2});
     glimpse::save_safetensors(dir / "model.safetensors", {{"w", a.cv()}});
     write_file(dir / "model.safetensors.index.json",
-                R"({"weight_map":{"w":"model.safetensors","ghost":"model.safetensors"}})");
+               R"({"weight_map":{"w":"model.safetensors","ghost":"model.safetensors"}})");
     REQUIRE_THROWS_AS(glimpse::checkpoint(dir.path), glimpse::error);
-    REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path), Contains("'ghost'") && Contains("no such tensor") &&
-                                                           Contains(dir.path.string()));
+    REQUIRE_THROWS_WITH(glimpse::checkpoint(dir.path),
+                        Contains("'ghost'") && Contains("no such tensor") && Contains(dir.path.string()));
 }
 
 TEST_CASE("safetensors hostile: malformed index.json", "[io][hostile]") {
@@ -428,8 +428,7 @@ TEST_CASE("safetensors hostile: every truncation of a valid file", "[io][hostile
     }
 }
 
-TEST_CASE("safetensors hostile: single-byte corruptions never escape as anything but glimpse::error",
-          "[io][hostile]") {
+TEST_CASE("safetensors hostile: single-byte corruptions never escape as anything but glimpse::error", "[io][hostile]") {
     temp_dir dir("mutate");
     const glimpse::tensor a = glimpse::tensor::from({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6});
     const glimpse::tensor b = a.to(glimpse::dtype::f16);
@@ -437,7 +436,9 @@ TEST_CASE("safetensors hostile: single-byte corruptions never escape as anything
     glimpse::save_safetensors(full, {{"a", a.cv()}, {"b", b.cv()}}, {{"k", "v"}});
     const std::string bytes = read_file(full);
     std::size_t header_end = 8;
-    for (int i = 7; i >= 0; --i) header_end += static_cast<std::size_t>(static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)])) << (8 * i);
+    for (int i = 7; i >= 0; --i)
+        header_end += static_cast<std::size_t>(static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]))
+                      << (8 * i);
     REQUIRE(header_end < bytes.size());
     const auto mutated = dir / "m.safetensors";
     int opened = 0, rejected = 0;
@@ -469,8 +470,8 @@ TEST_CASE("safetensors hostile: glimpse-inspect exits 1 on a hostile file and 0 
     temp_dir dir("inspect");
     const auto quote = [](const fs::path& p) { return "'" + p.string() + "'"; };
     const auto run = [&](const fs::path& arg) {
-        const std::string cmd = quote(exe) + " " + quote(arg) + " >" + quote(dir / "out.txt") + " 2>" +
-                                quote(dir / "err.txt");
+        const std::string cmd =
+            quote(exe) + " " + quote(arg) + " >" + quote(dir / "out.txt") + " 2>" + quote(dir / "err.txt");
         const int status = std::system(cmd.c_str());
         REQUIRE(WIFEXITED(status));
         return WEXITSTATUS(status);

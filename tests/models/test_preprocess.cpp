@@ -28,8 +28,8 @@ using glimpse::models::smart_resize;
 
 namespace {
 
-using glimpse::test::write_file;
 using glimpse::test::read_file;
+using glimpse::test::write_file;
 
 std::vector<std::string> split_names(const std::string& s) {
     std::vector<std::string> out;
@@ -95,7 +95,8 @@ void check_family(const std::string& fixture_name, const preprocess_config& base
         const std::string ks = std::to_string(k);
         const cview g = fx["grid_thw." + ks];
         INFO(fixture_name << " image " << k << " (" << names[k] << ")");
-        for (int d = 0; d < 3; ++d) CHECK(batch.grid_thw[k][static_cast<std::size_t>(d)] == static_cast<std::int64_t>(g.at({d})));
+        for (int d = 0; d < 3; ++d)
+            CHECK(batch.grid_thw[k][static_cast<std::size_t>(d)] == static_cast<std::int64_t>(g.at({d})));
         const cview resized = fx["resized." + ks];
         CHECK(batch.resized_hw[k].first == resized.size(0));
         CHECK(batch.resized_hw[k].second == resized.size(1));
@@ -277,8 +278,8 @@ TEST_CASE("preprocess and load_image errors name the file and the reason", "[mod
     // from_rgb and preprocess refuse inconsistent or impossible images.
     std::vector<std::uint8_t> px(1 * 201 * 3, 128);
     CHECK_THROWS_AS(from_rgb(1, 200, px), glimpse::error);  // wrong byte count
-    CHECK_THROWS_AS(from_rgb(0, 201, {}), glimpse::error);   // zero-size
-    const image_u8 thin = from_rgb(1, 201, px);              // aspect 201
+    CHECK_THROWS_AS(from_rgb(0, 201, {}), glimpse::error);  // zero-size
+    const image_u8 thin = from_rgb(1, 201, px);             // aspect 201
     CHECK_THROWS_WITH(models::preprocess(thin, preprocess_config::qwen2_5_vl()), Catch::Contains("aspect ratio"));
     image_u8 broken = thin;
     broken.rgb.pop_back();

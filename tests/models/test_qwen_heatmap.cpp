@@ -3,8 +3,8 @@
 // in the tower's token order, the head's maps come back in raster order,
 // heatmap_head.* is loaded when present, and the CLI fails cleanly.
 
-#include <limits>
 #include <catch2/catch.hpp>
+#include <limits>
 
 #include <algorithm>
 #include <cstdlib>
@@ -79,7 +79,7 @@ void check_box_lands_on_patches(const std::string& dir, const std::string& image
     const std::int64_t S = gh * gw, r0 = 1, r1 = gh - 1, c0 = 2, c1 = gw / 2 + 1;
     const heatmap::box b = patch_box(im, gh, gw, r0, c0, r1, c1);
     INFO(dir << ": grid " << gh << "x" << gw << ", box patches rows [" << r0 << "," << r1 << ") cols [" << c0 << ","
-              << c1 << ")");
+             << c1 << ")");
 
     // 1. Raster heatmap: exactly the box's patches at 1, every other at 0.
     const tensor h = models::box_to_heatmap(b, im.width, im.height, px.grid_thw[0]);
@@ -96,10 +96,10 @@ void check_box_lands_on_patches(const std::string& dir, const std::string& image
         }
     // And the same box scaled to the resized image covers the same patches of p pixels there.
     const auto [h2, w2] = px.resized_hw[0];
-    const tensor h_resized = heatmap::box_heatmap(
-        {b.x1 * static_cast<double>(w2) / im.width, b.y1 * static_cast<double>(h2) / im.height,
-         b.x2 * static_cast<double>(w2) / im.width, b.y2 * static_cast<double>(h2) / im.height},
-        static_cast<double>(w2), static_cast<double>(h2), gh, gw);
+    const tensor h_resized =
+        heatmap::box_heatmap({b.x1 * static_cast<double>(w2) / im.width, b.y1 * static_cast<double>(h2) / im.height,
+                              b.x2 * static_cast<double>(w2) / im.width, b.y2 * static_cast<double>(h2) / im.height},
+                             static_cast<double>(w2), static_cast<double>(h2), gh, gw);
     GLIMPSE_REQUIRE_CLOSE(h_resized.cv(), h.cv(), 1e-6);
 
     // 2. What reaches the head is the raster heatmap permuted into the tower's
@@ -213,11 +213,14 @@ void check_head_loading(const std::string& dir, bool into_model_file) {
 
     std::vector<tensor> keep;
     std::vector<std::pair<std::string, cview>> tensors;
-    std::visit([&](const auto& h) { h.visit([&](const std::string& n, const auto& t) {
-                   keep.push_back(be.download(t.cv()));
-                   tensors.emplace_back(n, keep.back().cv());
-               }); },
-               seeded.head());
+    std::visit(
+        [&](const auto& h) {
+            h.visit([&](const std::string& n, const auto& t) {
+                keep.push_back(be.download(t.cv()));
+                tensors.emplace_back(n, keep.back().cv());
+            });
+        },
+        seeded.head());
     REQUIRE(!tensors.empty());
     for (std::size_t i = 0; i < tensors.size(); ++i) tensors[i].second = keep[i].cv();  // after the last push_back
     const safetensors_file model(fs::path(dir) / "model.safetensors");
@@ -288,9 +291,7 @@ TEST_CASE("qwen encoder: heatmap_head.* in the checkpoint dir is loaded, else a 
     SECTION("qwen3-vl, in model.safetensors") { check_head_loading(kQ3, true); }
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "[models][heatmap][cli]") {
     GLIMPSE_SKIP_WITHOUT_TOOL(GLIMPSE_ENCODE_EXE);
@@ -298,8 +299,8 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
     temp_dir dir("cli");
     const auto q = [](const std::string& s) { return "'" + s + "'"; };
     const auto run = [&](const std::string& args) {
-        const std::string cmd =
-            q(exe) + " " + args + " >" + q((dir.path / "out.txt").string()) + " 2>" + q((dir.path / "err.txt").string());
+        const std::string cmd = q(exe) + " " + args + " >" + q((dir.path / "out.txt").string()) + " 2>" +
+                                q((dir.path / "err.txt").string());
         const int status = std::system(cmd.c_str());
         REQUIRE(WIFEXITED(status));
         return WEXITSTATUS(status);
@@ -309,7 +310,8 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
 
     for (const auto& model : {kQ25, kQ3}) {
         INFO(model);
-        REQUIRE(run("--model " + q(model) + " --image " + q(kWide) + " --heatmap-box 20 10 120 50 --threads 2" + o) == 0);
+        REQUIRE(run("--model " + q(model) + " --image " + q(kWide) + " --heatmap-box 20 10 120 50 --threads 2" + o) ==
+                0);
         const std::string text = read_file(dir.path / "out.txt");
         INFO(text);
         CHECK(text.find("resized") != std::string::npos);
@@ -322,7 +324,8 @@ TEST_CASE("glimpse-encode end to end on the tiny checkpoints, and its errors", "
         for (const char* stage : {"stages   patch_embed ", "attn.core ", "mlp ", "merger(s) ", "other "})
             CHECK(text.find(stage) != std::string::npos);
         const safetensors_file f(out);
-        for (const char* n : {"hidden", "merged", "heatmap", "attention.mean", "attention.per_head"}) CHECK(f.contains(n));
+        for (const char* n : {"hidden", "merged", "heatmap", "attention.mean", "attention.per_head"})
+            CHECK(f.contains(n));
         CHECK(f.contains("deepstack.0") == (model == kQ3));
         fs::remove(out);
 

@@ -290,9 +290,15 @@ TEST_CASE("qwen token orders: closed forms, worked example, permutations, window
     }
     // Permutations, and the window index / cu_window_seqlens of transformers'
     // brute force, on square, non-square, non-divisible grids and batches with frames.
-    const std::vector<std::vector<models::grid_thw_t>> cases = {
-        {{1, 8, 8}},   {{1, 10, 12}}, {{1, 6, 22}},  {{1, 34, 10}}, {{1, 2, 2}},
-        {{1, 18, 18}}, {{2, 8, 12}},  {{1, 4, 6}, {2, 4, 4}}, {{1, 14, 30}, {1, 16, 16}, {3, 2, 6}}};
+    const std::vector<std::vector<models::grid_thw_t>> cases = {{{1, 8, 8}},
+                                                                {{1, 10, 12}},
+                                                                {{1, 6, 22}},
+                                                                {{1, 34, 10}},
+                                                                {{1, 2, 2}},
+                                                                {{1, 18, 18}},
+                                                                {{2, 8, 12}},
+                                                                {{1, 4, 6}, {2, 4, 4}},
+                                                                {{1, 14, 30}, {1, 16, 16}, {3, 2, 6}}};
     for (const auto& grids : cases) {
         const auto L = models::make_qwen_layout(grids, 4);
         const auto n = models::total_patches(grids);
@@ -342,7 +348,9 @@ void check_tower_parity(const std::string& dir, const std::string& expected, int
         const auto grids = grids_of(fx["grid_thw." + K]);
         const tensor pix = fx.file.load("pixel_values." + K).to(dtype::f32);
         INFO(B::name() << " " << models::name(cfg.family) << " case " << k << " (" << grids.size() << " images)");
-        if (verbose()) std::printf("%s %s case %d:\n", std::string(B::name()).c_str(), std::string(models::name(cfg.family)).c_str(), k);
+        if (verbose())
+            std::printf("%s %s case %d:\n", std::string(B::name()).c_str(),
+                        std::string(models::name(cfg.family)).c_str(), k);
         const auto out = tower.encode(be, pix.cv(), grids);
         const tensor hidden = be.download(out.hidden.cv()), merged = be.download(out.merged.cv());
         report("hidden", test::compare(hidden.cv(), fx["hidden." + K]));
@@ -627,8 +635,8 @@ TEST_CASE("qwen2.5-vl: a raster heatmap reaches the policy head in window order"
 }
 
 TEST_CASE("qwen3-vl: a raster heatmap reaches the policy head in merge-block order", "[models][qwen][heatmap]") {
-    check_heatmap_reaches_head<models::qwen3_vision<cpu>, nn::ln_gelu_tanh>(kQ3, "qwen3_vl_tiny_expected.safetensors", 1,
-                                                                           heatmap::site::before_merger());
+    check_heatmap_reaches_head<models::qwen3_vision<cpu>, nn::ln_gelu_tanh>(kQ3, "qwen3_vl_tiny_expected.safetensors",
+                                                                            1, heatmap::site::before_merger());
 }
 
 TEST_CASE("qwen2.5-vl: block attention maps come back in window order, zero across windows", "[models][qwen]") {

@@ -49,7 +49,8 @@ TEMPLATE_TEST_CASE("nn layers match PyTorch", "[nn][fixture]", reference, cpu) {
     }
     SECTION("activations and softmax") {
         tensor o(x.shape());
-        for (auto [act, name] : {std::pair{activation::silu, "out.silu"}, {activation::gelu_tanh, "out.gelu_tanh_act"},
+        for (auto [act, name] : {std::pair{activation::silu, "out.silu"},
+                                 {activation::gelu_tanh, "out.gelu_tanh_act"},
                                  {activation::gelu_erf, "out.gelu_erf_act"}}) {
             be.activate(act, x, o.v());
             GLIMPSE_REQUIRE_CLOSE(o.cv(), fx[name], kF32Op);

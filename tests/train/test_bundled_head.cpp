@@ -43,14 +43,15 @@ TEST_CASE("bundled fine-tuned head: the attention masses docs/training.md states
     // of the image: even uniform attention puts 0.969 inside it, so little is left to gain).
     // A head trained by the same command on another CPU differs by ~1e-3 in its weights
     // (docs/training.md, Determinism) and by less than 2e-3 in these masses; 0.01 is the bound.
-    for (const demo_box d : {demo_box{"person", {20, 15, 362, 512}, 0.691, 0.967},
-                             demo_box{"helmet", {276, 342, 512, 512}, 0.145, 0.902},
-                             demo_box{"union", {20, 15, 512, 512}, 0.971, 0.997}}) {
+    for (const demo_box d :
+         {demo_box{"person", {20, 15, 362, 512}, 0.691, 0.967}, demo_box{"helmet", {276, 342, 512, 512}, 0.145, 0.902},
+          demo_box{"union", {20, 15, 512, 512}, 0.971, 0.997}}) {
         const tensor h = models::box_to_heatmap(d.b, 512, 512, f.grid);
         const auto a0 = base.attend(be, f, h.cv());
         const auto a1 = tuned.attend(be, f, h.cv());
         INFO(d.what << ": untrained " << a0.mass_on_box_patches << ", fine-tuned " << a1.mass_on_box_patches
-                    << ", uniform " << static_cast<double>(a0.in_box_count) / static_cast<double>(f.grid[1] * f.grid[2]));
+                    << ", uniform "
+                    << static_cast<double>(a0.in_box_count) / static_cast<double>(f.grid[1] * f.grid[2]));
         CHECK(a0.mass_on_box_patches == Approx(d.untrained).margin(0.01));
         CHECK(a1.mass_on_box_patches == Approx(d.tuned).margin(0.01));
         // The mass in the box is one number in every tool: the encoder's (glimpse-encode, the
@@ -84,9 +85,10 @@ TEST_CASE("bundled fine-tuned head: docs/training.md's command writes it again",
     const fs::path root = fs::path(GLIMPSE_EXAMPLES_DATA_DIR).parent_path().parent_path();
     const test::temp_dir dir("bundled-head");
     const fs::path out = dir / "ft";
-    const std::string args = "--model tests/data/qwen3_vl_tiny --data examples/data/train/train.jsonl "
-                             "--heldout examples/data/train/heldout.jsonl --out '" + out.string() +
-                             "' --epochs 40 --lr 0.01 --threads 1";
+    const std::string args =
+        "--model tests/data/qwen3_vl_tiny --data examples/data/train/train.jsonl "
+        "--heldout examples/data/train/heldout.jsonl --out '" +
+        out.string() + "' --epochs 40 --lr 0.01 --threads 1";
     const std::string cmd = "cd '" + root.string() + "' && '" + std::string(GLIMPSE_TRAIN_EXE) + "' " + args + " > '" +
                             (dir / "log").string() + "' 2>&1";
     REQUIRE(std::system(cmd.c_str()) == 0);

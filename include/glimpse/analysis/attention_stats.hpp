@@ -83,8 +83,7 @@ inline double mass_on_patches(std::span<const float> map, std::span<const std::u
 
 inline double mass_in_box(std::span<const float> map, const box& b, const grid_geometry& g) {
     check_map(map, g);
-    const box c{std::max(0.0, b.x1), std::max(0.0, b.y1), std::min(g.image_w, b.x2),
-                         std::min(g.image_h, b.y2)};
+    const box c{std::max(0.0, b.x1), std::max(0.0, b.y1), std::min(g.image_w, b.x2), std::min(g.image_h, b.y2)};
     const auto cov = box_coverage(c, g);
     double m = 0;
     for (std::size_t p = 0; p < cov.size(); ++p) m += static_cast<double>(map[p]) * cov[p];

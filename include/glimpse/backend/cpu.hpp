@@ -77,8 +77,8 @@ inline bool in_parallel() {
 inline void cblas_rm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                      std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
-                static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
-                c, static_cast<int>(ldc));
+                static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
+                beta, c, static_cast<int>(ldc));
 }
 #endif
 
@@ -151,7 +151,8 @@ inline void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
             const std::int64_t lo = std::min(len, t * chunk), hi = std::min(len, lo + chunk);
             if (hi > lo) {
                 if (by_rows)
-                    cblas_rm(ta, tb, hi - lo, n, k, alpha, ta ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc);
+                    cblas_rm(ta, tb, hi - lo, n, k, alpha, ta ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc,
+                             ldc);
                 else
                     cblas_rm(ta, tb, m, hi - lo, k, alpha, a, lda, tb ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc);
             }
@@ -177,16 +178,22 @@ inline void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
     };
     const MapC Araw(a, ta ? k : m, ta ? m : k, Eigen::OuterStride<>(lda));
     const MapC Braw(b, tb ? n : k, tb ? k : n, Eigen::OuterStride<>(ldb));
-    if (!ta && !tb) run(Araw, Braw);
-    else if (!ta && tb) run(Araw, Braw.transpose());
-    else if (ta && !tb) run(Araw.transpose(), Braw);
-    else run(Araw.transpose(), Braw.transpose());
+    if (!ta && !tb)
+        run(Araw, Braw);
+    else if (!ta && tb)
+        run(Araw, Braw.transpose());
+    else if (ta && !tb)
+        run(Araw.transpose(), Braw);
+    else
+        run(Araw.transpose(), Braw.transpose());
 }
 
 // Widen n elements of one contiguous row of dtype t to f32.
 inline void widen_row(const std::byte* row, dtype t, std::int64_t n, float* o) {
     switch (t) {
-        case dtype::f32: std::memcpy(o, row, static_cast<std::size_t>(n) * sizeof(float)); return;
+        case dtype::f32:
+            std::memcpy(o, row, static_cast<std::size_t>(n) * sizeof(float));
+            return;
         case dtype::bf16: {
             const auto* p = reinterpret_cast<const bf16_t*>(row);
             for (std::int64_t j = 0; j < n; ++j) o[j] = to_f32(p[j]);
@@ -265,13 +272,16 @@ public:
     // route()'s answer, named.
     std::string_view gemm_kernel() const {
         switch (route_for(true, 1)) {
-            case gemm_route::amx: return "bf16 on AMX tiles";
+            case gemm_route::amx:
+                return "bf16 on AMX tiles";
             case gemm_route::packed:
                 if (precision_ == glimpse::matmul_precision::f32) return "f32 packed FMA (avx512)";
                 return isa_ >= cpu_isa::avx512_bf16 ? "bf16 on VDPBF16PS (avx512_bf16)"
                                                     : "bf16 emulated: packed f32 FMA on rounded operands";
-            case gemm_route::emulated: return "bf16 emulated: sgemm on rounded operands";
-            case gemm_route::blas: break;
+            case gemm_route::emulated:
+                return "bf16 emulated: sgemm on rounded operands";
+            case gemm_route::blas:
+                break;
         }
         return "f32 BLAS sgemm";
     }
@@ -279,7 +289,8 @@ public:
     void copy(const cview& src, const view& dst) {
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
         if (src.type() == dst.type() && src.is_contiguous() && dst.is_contiguous()) {
-            if (src.numel()) std::memcpy(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * itemsize(src.type()));
+            if (src.numel())
+                std::memcpy(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * itemsize(src.type()));
             return;
         }
         std::int64_t m, n, lds, ldd;
@@ -365,7 +376,8 @@ public:
             const float* U = up.ptr<float>();
             float* O = out.ptr<float>();
             const auto f = rows().swiglu;
-            detail::cpu_impl::parallel_rows(m, n * 8, [&](std::int64_t i) { f(G + i * ldg, U + i * ldu, O + i * ldo, n); });
+            detail::cpu_impl::parallel_rows(m, n * 8,
+                                            [&](std::int64_t i) { f(G + i * ldg, U + i * ldu, O + i * ldo, n); });
             return;
         }
         tensor t = download(gate);
@@ -408,7 +420,8 @@ public:
             detail::cpu_impl::widen(x, i, i + 1, 0, x.size(1), row.data());
             for (std::size_t j = 0; j < row.size(); ++j) acc[j] += row[j];
         }
-        for (std::size_t j = 0; j < acc.size(); ++j) out.set({static_cast<std::int64_t>(j)}, static_cast<float>(acc[j]));
+        for (std::size_t j = 0; j < acc.size(); ++j)
+            out.set({static_cast<std::int64_t>(j)}, static_cast<float>(acc[j]));
     }
 
     void rotary(const view& x, const cview& cos, const cview& sin) {
@@ -428,8 +441,9 @@ public:
 
     void gather_rows(const cview& src, std::span<const std::int64_t> idx, const view& out) {
         detail::check_gather(src, idx, out);
-        detail::cpu_impl::parallel_rows(static_cast<std::int64_t>(idx.size()), src.numel() / std::max<std::int64_t>(1, src.size(0)),
-                                        [&](std::int64_t i) { copy_serial(src.select(0, idx[static_cast<std::size_t>(i)]), out.select(0, i)); });
+        detail::cpu_impl::parallel_rows(
+            static_cast<std::int64_t>(idx.size()), src.numel() / std::max<std::int64_t>(1, src.size(0)),
+            [&](std::int64_t i) { copy_serial(src.select(0, idx[static_cast<std::size_t>(i)]), out.select(0, i)); });
     }
 
     void attention(const cview& q, const cview& k, const cview& v, const view& out, const attention_args& a) {
@@ -444,10 +458,23 @@ public:
         if (!maps.per_head.empty()) fill(maps.per_head, 0.0f);
         if (!maps.mean.empty()) fill(maps.mean, 0.0f);
         if (!maps.pooled.empty()) fill(maps.pooled, 0.0f);
-        const ci::attn_problem p{Q.ptr<float>(), K.ptr<float>(), V.ptr<float>(), out.ptr<float>(),
-                                 Q.stride(0), Q.stride(1), K.stride(0), K.stride(1), V.stride(0), V.stride(1),
-                                 out.stride(0), out.stride(1), d.d, d.dv, a.scale * 1.4426950408889634f,
-                                 a.mask.empty() ? nullptr : a.mask.ptr<float>(), a.mask.empty() ? 0 : a.mask.stride(0)};
+        const ci::attn_problem p{Q.ptr<float>(),
+                                 K.ptr<float>(),
+                                 V.ptr<float>(),
+                                 out.ptr<float>(),
+                                 Q.stride(0),
+                                 Q.stride(1),
+                                 K.stride(0),
+                                 K.stride(1),
+                                 V.stride(0),
+                                 V.stride(1),
+                                 out.stride(0),
+                                 out.stride(1),
+                                 d.d,
+                                 d.dv,
+                                 a.scale * 1.4426950408889634f,
+                                 a.mask.empty() ? nullptr : a.mask.ptr<float>(),
+                                 a.mask.empty() ? 0 : a.mask.stride(0)};
         ci::attention_kernel(isa_).run(ci::attn_call{p, d, a.segments, maps, QW});
     }
 
@@ -636,10 +663,9 @@ private:
         }
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
         if (r == gemm_route::packed) {
-            detail::cpu_impl::packed::gemm({A.data(), A.type(), A.stride(0), false},
-                                           {B.data(), B.type(), B.stride(0), true}, m, n, k, g.alpha, g.beta,
-                                           C.ptr<float>(), C.stride(0), detail::cpu_impl::packed::slots::f32,
-                                           bias_epilogue);
+            detail::cpu_impl::packed::gemm(
+                {A.data(), A.type(), A.stride(0), false}, {B.data(), B.type(), B.stride(0), true}, m, n, k, g.alpha,
+                g.beta, C.ptr<float>(), C.stride(0), detail::cpu_impl::packed::slots::f32, bias_epilogue);
             return;
         }
 #endif
@@ -659,13 +685,13 @@ private:
                 detail::cpu_impl::widen(B, n0, n1, 0, k, panel.data());  // rows of [N, K]
             else
                 detail::cpu_impl::widen(B, 0, k, n0, n1, panel.data());  // columns of [K, N]
-            detail::cpu_impl::sgemm(g.trans_a, g.trans_b, m, nb, k, g.alpha, Af.ptr<float>(), Af.stride(0), panel.data(),
-                                    g.trans_b ? k : nb, g.beta, c + n0, C.stride(0));
+            detail::cpu_impl::sgemm(g.trans_a, g.trans_b, m, nb, k, g.alpha, Af.ptr<float>(), Af.stride(0),
+                                    panel.data(), g.trans_b ? k : nb, g.beta, c + n0, C.stride(0));
         }
     }
 
-    void gemm2d_bf16(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m,
-                     std::int64_t n, std::int64_t k, gemm_route r, const float* bias_epilogue) {
+    void gemm2d_bf16(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
+                     std::int64_t k, gemm_route r, const float* bias_epilogue) {
         using detail::cpu_impl::gemm_operand;
         const gemm_operand a{A.data(), A.type(), A.stride(0), g.trans_a};
         const gemm_operand b{B.data(), B.type(), B.stride(0), g.trans_b};
@@ -723,7 +749,8 @@ private:
         std::int64_t m, n, lda, ldo, ldb = 0, m2;
         const bool bcast = !(b.shape() == a.shape());
         if (a.type() == dtype::f32 && b.type() == dtype::f32 && detail::cpu_impl::rows_view(a, m, n, lda) &&
-            detail::cpu_impl::rows_view(out, m, n, ldo) && (bcast ? b.stride(0) == 1 : detail::cpu_impl::rows_view(b, m2, n, ldb))) {
+            detail::cpu_impl::rows_view(out, m, n, ldo) &&
+            (bcast ? b.stride(0) == 1 : detail::cpu_impl::rows_view(b, m2, n, ldb))) {
             const float* A = a.ptr<float>();
             const float* Bp = b.ptr<float>();
             float* O = out.ptr<float>();
@@ -749,7 +776,8 @@ private:
         tensor holder;
         const cview X = as_f32(x, holder);
         if (detail::cpu_impl::rows_view(X, m, n, ldx) && detail::cpu_impl::rows_view(out, m, n, ldo)) {
-            detail::cpu_impl::parallel_rows(m, n * 8, [&](std::int64_t i) { f(X.ptr<float>() + i * ldx, out.ptr<float>() + i * ldo, n); });
+            detail::cpu_impl::parallel_rows(
+                m, n * 8, [&](std::int64_t i) { f(X.ptr<float>() + i * ldx, out.ptr<float>() + i * ldo, n); });
             return;
         }
         tensor xc = download(X);
@@ -791,7 +819,8 @@ private:
         doffs.reserve(static_cast<std::size_t>(dst.numel()));
         detail::for_each_offset(dst, [&](std::int64_t, std::int64_t off) { doffs.push_back(off); });
         detail::for_each_offset(src, [&](std::int64_t flat, std::int64_t off) {
-            store_f32(dst.data(), dst.type(), doffs[static_cast<std::size_t>(flat)], load_f32(src.data(), src.type(), off));
+            store_f32(dst.data(), dst.type(), doffs[static_cast<std::size_t>(flat)],
+                      load_f32(src.data(), src.type(), off));
         });
     }
 };

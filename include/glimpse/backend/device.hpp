@@ -32,7 +32,7 @@ namespace glimpse {
 struct device_spec {
     enum class kind_t : unsigned char { cpu, cuda };
     kind_t kind = kind_t::cpu;
-    int index = 0;  // cuda:N
+    int index = 0;                                                         // cuda:N
     glimpse::matmul_precision precision = glimpse::matmul_precision::f32;  // --precision (cpu only)
 
     std::string str() const {

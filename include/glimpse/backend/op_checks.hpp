@@ -32,8 +32,8 @@ inline gemm_dims check_gemm(const cview& a, const cview& b, const cview& c, cons
     check_f32(c, "gemm", "C");
     check(c.rank() == 2 || c.rank() == 3, "gemm: C must be rank 2 or 3, got ", c.shape().str());
     const bool batched = c.rank() == 3;
-    check(a.rank() == c.rank() && (b.rank() == c.rank() || (batched && b.rank() == 2)),
-          "gemm: ranks of A ", a.shape().str(), ", B ", b.shape().str(), ", C ", c.shape().str(), " do not match");
+    check(a.rank() == c.rank() && (b.rank() == c.rank() || (batched && b.rank() == 2)), "gemm: ranks of A ",
+          a.shape().str(), ", B ", b.shape().str(), ", C ", c.shape().str(), " do not match");
     const std::int64_t batch = batched ? c.size(0) : 1;
     const std::int64_t am = g.trans_a ? a.size(-1) : a.size(-2);
     const std::int64_t ak = g.trans_a ? a.size(-2) : a.size(-1);
@@ -108,15 +108,15 @@ inline attention_dims check_attention(const cview& q, const cview& k, const cvie
     for (const cview* t : {&q, &k, &v, &out}) check_rows_contiguous(*t, "attention", "operand");
     check_f32(out, "attention", "out");
     const attention_dims d{q.size(0), k.size(0), q.size(1), q.size(2), v.size(2)};
-    check(k.size(1) == d.h && v.size(1) == d.h && k.size(2) == d.d && v.size(0) == d.sk,
-          "attention: k ", k.shape().str(), " / v ", v.shape().str(), " do not match q ", q.shape().str());
+    check(k.size(1) == d.h && v.size(1) == d.h && k.size(2) == d.d && v.size(0) == d.sk, "attention: k ",
+          k.shape().str(), " / v ", v.shape().str(), " do not match q ", q.shape().str());
     check(out.shape() == shape{d.sq, d.h, d.dv}, "attention: out ", out.shape().str(), " must be [", d.sq, ", ", d.h,
           ", ", d.dv, "]");
     check(d.sk > 0, "attention: no keys");
     if (!a.mask.empty()) {
         check_f32(a.mask, "attention", "mask");
-        check(a.mask.shape() == shape{d.sq, d.sk} && a.mask.stride(1) == 1, "attention: mask ",
-              a.mask.shape().str(), " must be [", d.sq, ", ", d.sk, "]");
+        check(a.mask.shape() == shape{d.sq, d.sk} && a.mask.stride(1) == 1, "attention: mask ", a.mask.shape().str(),
+              " must be [", d.sq, ", ", d.sk, "]");
     }
     if (!a.segments.empty()) {
         check(d.sq == d.sk, "attention: segments need Sq == Sk");

@@ -31,7 +31,9 @@ namespace detail {
 inline xt::xarray<double> to_xarray(const cview& v) {
     std::vector<std::size_t> shp(v.shape().dims().begin(), v.shape().dims().end());
     xt::xarray<double> out = xt::zeros<double>(shp);
-    for_each_offset(v, [&](std::int64_t flat, std::int64_t off) { out.flat(static_cast<std::size_t>(flat)) = load_f32(v.data(), v.type(), off); });
+    for_each_offset(v, [&](std::int64_t flat, std::int64_t off) {
+        out.flat(static_cast<std::size_t>(flat)) = load_f32(v.data(), v.type(), off);
+    });
     return out;
 }
 
@@ -46,10 +48,14 @@ inline void from_xarray(const xt::xarray<double>& x, const view& out) {
 inline double act_ref(activation a, double x) {
     constexpr double kSqrt2OverPi = 0.79788456080286535588;
     switch (a) {
-        case activation::identity: return x;
-        case activation::silu: return x / (1.0 + std::exp(-x));
-        case activation::gelu_erf: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
-        case activation::gelu_tanh: return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + 0.044715 * x * x * x)));
+        case activation::identity:
+            return x;
+        case activation::silu:
+            return x / (1.0 + std::exp(-x));
+        case activation::gelu_erf:
+            return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+        case activation::gelu_tanh:
+            return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + 0.044715 * x * x * x)));
     }
     return x;
 }
@@ -80,7 +86,6 @@ inline double act_grad_ref(activation a, double x) {
 class reference : public detail::host_memory<reference> {
 public:
     static constexpr std::string_view name() { return "reference"; }
-
 
     void copy(const cview& src, const view& dst) {
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
@@ -243,7 +248,8 @@ public:
         if (!m.mean.empty()) detail::from_xarray(xt::eval(xt::mean(P, {0})), m.mean);
         if (!m.pooled.empty()) {
             const auto r = W.shape()[0];
-            xt::xarray<double> R = xt::zeros<double>({r, static_cast<std::size_t>(d.h), static_cast<std::size_t>(d.sk)});
+            xt::xarray<double> R =
+                xt::zeros<double>({r, static_cast<std::size_t>(d.h), static_cast<std::size_t>(d.sk)});
             for (std::size_t x = 0; x < r; ++x)
                 for (std::int64_t h = 0; h < d.h; ++h)
                     for (std::int64_t i = 0; i < d.sq; ++i)

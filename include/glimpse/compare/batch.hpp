@@ -52,8 +52,8 @@
 #include "glimpse/compare/outputs.hpp"
 #include "glimpse/compare/shards.hpp"
 #include "glimpse/core/error.hpp"
-#include "glimpse/core/progress.hpp"
 #include "glimpse/core/fnv1a64.hpp"
+#include "glimpse/core/progress.hpp"
 #include "glimpse/io/image.hpp"
 #include "glimpse/io/json_file.hpp"
 
@@ -224,8 +224,8 @@ struct batch_report {
     std::int64_t computed = 0, recomputed = 0, skipped = 0, failed = 0;
     std::map<std::string, std::int64_t> recompute_reasons;  // an image counts once per reason it has
     stage_timings timings;                                  // summed over the images computed
-    std::vector<task_summary> summaries;  // whole file: the tasks of its lines, referring first
-    std::filesystem::path manifest;       // a shard: its manifest (no CSVs; --merge writes them)
+    std::vector<task_summary> summaries;                    // whole file: the tasks of its lines, referring first
+    std::filesystem::path manifest;                         // a shard: its manifest (no CSVs; --merge writes them)
 
     // "3 recomputed: fine-tuned head changed (2), boxes changed (1)"; empty when none.
     std::string recomputed_line() const {
@@ -393,8 +393,7 @@ batch_report run_batch(B& be, const comparer<B>& c, const model_source& base, co
     // Image i's decode, started while image i-1 computes.
     const auto decode = [&](std::size_t i) {
         const fs::path path = todo[i].it->image;
-        return std::async(o.pipeline ? std::launch::async : std::launch::deferred,
-                          [path] { return load_image(path); });
+        return std::async(o.pipeline ? std::launch::async : std::launch::deferred, [path] { return load_image(path); });
     };
     // Writing image i's files and reading its row back, on the second thread while image
     // i+1 computes; finished (and counted) before the next one starts.
@@ -409,9 +408,8 @@ batch_report run_batch(B& be, const comparer<B>& c, const model_source& base, co
         try {
             const image_u8 img = next.get();
             if (i + 1 < todo.size()) next = decode(i + 1);
-            const request req = make_request(static_cast<double>(img.width), static_cast<double>(img.height),
-                                             jb.task, jb.bf, it.person_box, it.object_box, jb.action, jb.category,
-                                             jb.label);
+            const request req = make_request(static_cast<double>(img.width), static_cast<double>(img.height), jb.task,
+                                             jb.bf, it.person_box, it.object_box, jb.action, jb.category, jb.label);
             const fingerprint fp = make_fingerprint(ident, req, it.image);
             auto r = std::make_shared<comparison_result>(c.run(be, img, req));
             finish_write();
@@ -458,8 +456,13 @@ batch_report run_batch(B& be, const comparer<B>& c, const model_source& base, co
         rep.manifest = o.output_dir / "shards" / o.shard.manifest_name();
         fs::create_directories(rep.manifest.parent_path(), ec);
         if (ec) glimpse::detail::fail("--output_dir '", o.output_dir.string(), "': ", ec.message());
-        const shard_manifest m{o.shard,   file.path.string(), file.hash, static_cast<std::int64_t>(file.items.size()),
-                               detail::run_parts(ident, o), o.report, rep.rows};
+        const shard_manifest m{o.shard,
+                               file.path.string(),
+                               file.hash,
+                               static_cast<std::int64_t>(file.items.size()),
+                               detail::run_parts(ident, o),
+                               o.report,
+                               rep.rows};
         write_text_atomic(rep.manifest, m.to_json().dump(1) + "\n");
     }
     return rep;

@@ -31,10 +31,14 @@ enum class activation : std::uint8_t { identity, silu, gelu_erf, gelu_tanh };
 
 constexpr std::string_view name(activation a) noexcept {
     switch (a) {
-        case activation::identity: return "identity";
-        case activation::silu: return "silu";
-        case activation::gelu_erf: return "gelu_erf";
-        case activation::gelu_tanh: return "gelu_tanh";
+        case activation::identity:
+            return "identity";
+        case activation::silu:
+            return "silu";
+        case activation::gelu_erf:
+            return "gelu_erf";
+        case activation::gelu_tanh:
+            return "gelu_tanh";
     }
     return "?";
 }

@@ -26,9 +26,12 @@ constexpr std::size_t itemsize(dtype t) noexcept { return t == dtype::f32 ? 4 : 
 
 constexpr std::string_view name(dtype t) noexcept {
     switch (t) {
-        case dtype::f32: return "f32";
-        case dtype::bf16: return "bf16";
-        case dtype::f16: return "f16";
+        case dtype::f32:
+            return "f32";
+        case dtype::bf16:
+            return "bf16";
+        case dtype::f16:
+            return "f16";
     }
     return "?";
 }
@@ -36,9 +39,12 @@ constexpr std::string_view name(dtype t) noexcept {
 // The names used by safetensors headers.
 constexpr std::string_view safetensors_name(dtype t) noexcept {
     switch (t) {
-        case dtype::f32: return "F32";
-        case dtype::bf16: return "BF16";
-        case dtype::f16: return "F16";
+        case dtype::f32:
+            return "F32";
+        case dtype::bf16:
+            return "BF16";
+        case dtype::f16:
+            return "F16";
     }
     return "?";
 }
@@ -61,9 +67,7 @@ template <class T>
 inline constexpr dtype dtype_of_v = dtype_of<T>::value;
 
 // ---- bf16 --------------------------------------------------------------------------
-constexpr float to_f32(bf16_t v) noexcept {
-    return std::bit_cast<float>(static_cast<std::uint32_t>(v.bits) << 16);
-}
+constexpr float to_f32(bf16_t v) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(v.bits) << 16); }
 
 constexpr bf16_t to_bf16(float f) noexcept {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
@@ -103,7 +107,7 @@ constexpr f16_t to_f16(float f) noexcept {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
     const std::uint16_t sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
     const std::uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return f16_t{static_cast<std::uint16_t>(sign | 0x7e00u)};  // NaN
+    if (a > 0x7f800000u) return f16_t{static_cast<std::uint16_t>(sign | 0x7e00u)};   // NaN
     if (a >= 0x477ff000u) return f16_t{static_cast<std::uint16_t>(sign | 0x7c00u)};  // overflow -> inf
     if (a < 0x38800000u) {
         // Result is subnormal or zero: shift the full mantissa into place, round to nearest even.
@@ -137,18 +141,27 @@ constexpr T from_f32(float f) noexcept {
 // Load element i of a raw buffer of dtype t as f32.
 inline float load_f32(const std::byte* base, dtype t, std::ptrdiff_t i) noexcept {
     switch (t) {
-        case dtype::f32: return reinterpret_cast<const float*>(base)[i];
-        case dtype::bf16: return to_f32(reinterpret_cast<const bf16_t*>(base)[i]);
-        case dtype::f16: return to_f32(reinterpret_cast<const f16_t*>(base)[i]);
+        case dtype::f32:
+            return reinterpret_cast<const float*>(base)[i];
+        case dtype::bf16:
+            return to_f32(reinterpret_cast<const bf16_t*>(base)[i]);
+        case dtype::f16:
+            return to_f32(reinterpret_cast<const f16_t*>(base)[i]);
     }
     return 0.0f;
 }
 
 inline void store_f32(std::byte* base, dtype t, std::ptrdiff_t i, float v) noexcept {
     switch (t) {
-        case dtype::f32: reinterpret_cast<float*>(base)[i] = v; return;
-        case dtype::bf16: reinterpret_cast<bf16_t*>(base)[i] = to_bf16(v); return;
-        case dtype::f16: reinterpret_cast<f16_t*>(base)[i] = to_f16(v); return;
+        case dtype::f32:
+            reinterpret_cast<float*>(base)[i] = v;
+            return;
+        case dtype::bf16:
+            reinterpret_cast<bf16_t*>(base)[i] = to_bf16(v);
+            return;
+        case dtype::f16:
+            reinterpret_cast<f16_t*>(base)[i] = to_f16(v);
+            return;
     }
 }
 
@@ -156,9 +169,12 @@ inline void store_f32(std::byte* base, dtype t, std::ptrdiff_t i, float v) noexc
 template <class F>
 decltype(auto) visit_dtype(dtype t, F&& f) {
     switch (t) {
-        case dtype::f32: return f(float{});
-        case dtype::bf16: return f(bf16_t{});
-        case dtype::f16: return f(f16_t{});
+        case dtype::f32:
+            return f(float{});
+        case dtype::bf16:
+            return f(bf16_t{});
+        case dtype::f16:
+            return f(f16_t{});
     }
     detail::fail("unknown dtype");
 }

@@ -44,20 +44,17 @@ public:
     using byte_ptr = std::conditional_t<Const, const std::byte*, std::byte*>;
 
     basic_view() = default;
-    basic_view(byte_ptr data, dtype t, const shape& s) : data_(data), dt_(t), shape_(s), strides_(contiguous_strides(s)) {}
-    basic_view(byte_ptr data, dtype t, const shape& s, const strides_t& st) : data_(data), dt_(t), shape_(s), strides_(st) {}
+    basic_view(byte_ptr data, dtype t, const shape& s)
+        : data_(data), dt_(t), shape_(s), strides_(contiguous_strides(s)) {}
+    basic_view(byte_ptr data, dtype t, const shape& s, const strides_t& st)
+        : data_(data), dt_(t), shape_(s), strides_(st) {}
 
     template <class T>
-        requires(!std::is_same_v<std::remove_const_t<T>, std::byte>)
-    basic_view(T* data, const shape& s)
+    requires(!std::is_same_v<std::remove_const_t<T>, std::byte>) basic_view(T* data, const shape& s)
         : basic_view(reinterpret_cast<byte_ptr>(data), dtype_of_v<std::remove_const_t<T>>, s) {}
 
     // A mutable view converts to a const one, never the reverse.
-    operator basic_view<true>() const
-        requires(!Const)
-    {
-        return basic_view<true>(data_, dt_, shape_, strides_);
-    }
+    operator basic_view<true>() const requires(!Const) { return basic_view<true>(data_, dt_, shape_, strides_); }
 
     bool empty() const noexcept { return data_ == nullptr; }
     explicit operator bool() const noexcept { return data_ != nullptr; }
@@ -98,12 +95,8 @@ public:
     }
 
     // Scalar access through f32, for tests and slow paths (bounds-checked).
-    float at(std::initializer_list<std::int64_t> idx) const {
-        return load_f32(data_, dt_, checked_offset(idx));
-    }
-    void set(std::initializer_list<std::int64_t> idx, float v) const
-        requires(!Const)
-    {
+    float at(std::initializer_list<std::int64_t> idx) const { return load_f32(data_, dt_, checked_offset(idx)); }
+    void set(std::initializer_list<std::int64_t> idx, float v) const requires(!Const) {
         store_f32(data_, dt_, checked_offset(idx), v);
     }
 
@@ -159,7 +152,8 @@ private:
         return n;
     }
     std::int64_t checked_offset(std::initializer_list<std::int64_t> idx) const {
-        detail::check(static_cast<int>(idx.size()) == rank(), "index of rank ", idx.size(), " into shape ", shape_.str());
+        detail::check(static_cast<int>(idx.size()) == rank(), "index of rank ", idx.size(), " into shape ",
+                      shape_.str());
         std::int64_t o = 0;
         int i = 0;
         for (auto x : idx) {

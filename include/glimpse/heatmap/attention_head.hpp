@@ -42,8 +42,8 @@ struct head_maps {
 // so nothing here can check it. A Qwen tower's site features are not raster:
 // models::site_features::inputs builds these from an ordered_heatmap (prepare.hpp).
 struct head_inputs {
-    cview x;        // [S, D]
-    cview heatmap;  // [S] or [S, 1]
+    cview x;         // [S, D]
+    cview heatmap;   // [S] or [S, 1]
     cview cos, sin;  // [S, d], required when the head uses RoPE
 };
 
@@ -132,7 +132,8 @@ public:
         const tensor h_host = be.download(in.heatmap).to(dtype::f32);
         const float* hp = h_host.ptr<float>();
         for (std::int64_t i = 0; i < S; ++i)
-            if (!std::isfinite(hp[i])) detail::fail("heatmap head: heatmap value at token ", i, " is not finite (", hp[i], ")");
+            if (!std::isfinite(hp[i]))
+                detail::fail("heatmap head: heatmap value at token ", i, " is not finite (", hp[i], ")");
         distinct_values dv = distinct_values::of(hp, S);
         const head_path path = choose(S, dv.count(), want);
 
@@ -210,16 +211,17 @@ private:
         detail::check(S > 0 && kv.k.shape() == shape{S, D} && kv.v.shape() == shape{S, D} && kv.rotated == rope,
                       "heatmap head: K/V cache does not belong to this head (features ", kv.x.shape().str(), ", D=", D,
                       ", RoPE ", rope ? "on" : "off", ")");
-        detail::check((heatmap.rank() == 1 && heatmap.size(0) == S) ||
-                          (heatmap.rank() == 2 && heatmap.shape() == shape{S, 1}),
-                      "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", heatmap.shape().str());
+        detail::check(
+            (heatmap.rank() == 1 && heatmap.size(0) == S) || (heatmap.rank() == 2 && heatmap.shape() == shape{S, 1}),
+            "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", heatmap.shape().str());
         detail::check(!req.any() || maps, "heatmap head: maps requested without an output");
         detail::check(req.query_weights.empty() || (req.query_weights.rank() == 2 && req.query_weights.size(1) == S),
                       "heatmap head: query_weights must be [R, ", S, "], got ", req.query_weights.shape().str());
         const tensor h_host = be.download(heatmap).to(dtype::f32);
         const float* hp = h_host.ptr<float>();
         for (std::int64_t i = 0; i < S; ++i)
-            if (!std::isfinite(hp[i])) detail::fail("heatmap head: heatmap value at token ", i, " is not finite (", hp[i], ")");
+            if (!std::isfinite(hp[i]))
+                detail::fail("heatmap head: heatmap value at token ", i, " is not finite (", hp[i], ")");
         const head_path path = choose_cached(want);
         attention_maps am;
         if (maps) allocate_maps(be, req, S, *maps, am);

@@ -35,10 +35,14 @@ enum class head_path { automatic, generic, dedup, folded };
 
 constexpr std::string_view name(head_path p) noexcept {
     switch (p) {
-        case head_path::automatic: return "automatic";
-        case head_path::generic: return "generic";
-        case head_path::dedup: return "dedup";
-        case head_path::folded: return "folded";
+        case head_path::automatic:
+            return "automatic";
+        case head_path::generic:
+            return "generic";
+        case head_path::dedup:
+            return "dedup";
+        case head_path::folded:
+            return "folded";
     }
     return "?";
 }
@@ -65,10 +69,14 @@ struct distinct_values {
 // FLOPs (2 m n k per matmul) of each path; used to pick one and by the benchmarks.
 inline double path_flops(head_path p, double s, double d, double h, double u) {
     switch (p) {
-        case head_path::generic: return 2 * s * d + 6 * s * d * d + 4 * s * s * d;
-        case head_path::dedup: return 2 * u * d + 4 * s * d * d + 4 * u * s * d + 2 * u * d * d;
-        case head_path::folded: return 2 * u * d + 4 * s * d * u * h + 6 * u * d * d;
-        case head_path::automatic: break;
+        case head_path::generic:
+            return 2 * s * d + 6 * s * d * d + 4 * s * s * d;
+        case head_path::dedup:
+            return 2 * u * d + 4 * s * d * d + 4 * u * s * d + 2 * u * d * d;
+        case head_path::folded:
+            return 2 * u * d + 4 * s * d * u * h + 6 * u * d * d;
+        case head_path::automatic:
+            break;
     }
     return 0;
 }

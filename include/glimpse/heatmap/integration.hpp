@@ -45,10 +45,14 @@ enum class combine_mode : std::uint8_t { residual, gated_scalar, gated_channel, 
 
 constexpr std::string_view name(combine_mode c) noexcept {
     switch (c) {
-        case combine_mode::residual: return "residual";
-        case combine_mode::gated_scalar: return "gated_scalar";
-        case combine_mode::gated_channel: return "gated_channel";
-        case combine_mode::replace: return "replace";
+        case combine_mode::residual:
+            return "residual";
+        case combine_mode::gated_scalar:
+            return "gated_scalar";
+        case combine_mode::gated_channel:
+            return "gated_channel";
+        case combine_mode::replace:
+            return "replace";
     }
     return "?";
 }
@@ -60,13 +64,13 @@ template <Backend B>
 struct integration_context {
     std::span<const cview> heatmaps;
     cview cos, sin;
-    maps_request maps;                        // what each applied head should return
+    maps_request maps;                              // what each applied head should return
     std::vector<head_maps<B>>* maps_out = nullptr;  // one entry appended per applied head
 };
 
 template <class P, class B>
-concept integration_policy = Backend<B> && requires(const P& p, B& be, const site& s, const view& x,
-                                                    const integration_context<B>& ctx) {
+concept integration_policy = Backend<B> &&
+    requires(const P& p, B& be, const site& s, const view& x, const integration_context<B>& ctx) {
     { p.applies_at(s) } -> std::convertible_to<bool>;
     p.apply(be, s, x, ctx);
 };
@@ -154,8 +158,9 @@ public:
                           " were given");
             head_maps<B> maps;
             const bool want = ctx.maps.any() && ctx.maps_out;
-            auto delta = e.head.delta(be, head_inputs{x, ctx.heatmaps[static_cast<std::size_t>(e.bind.heatmap)], ctx.cos, ctx.sin},
-                                      want ? ctx.maps : maps_request{}, want ? &maps : nullptr);
+            auto delta = e.head.delta(
+                be, head_inputs{x, ctx.heatmaps[static_cast<std::size_t>(e.bind.heatmap)], ctx.cos, ctx.sin},
+                want ? ctx.maps : maps_request{}, want ? &maps : nullptr);
             combine(be, e, x, delta);
             if (want) ctx.maps_out->push_back(std::move(maps));
         }
@@ -172,8 +177,12 @@ private:
 
     void combine(B& be, const entry& e, const view& x, tensor_t& delta) const {
         switch (e.bind.combine) {
-            case combine_mode::residual: be.add(x, delta.cv(), x, 1.0f); return;
-            case combine_mode::replace: be.copy(delta.cv(), x); return;
+            case combine_mode::residual:
+                be.add(x, delta.cv(), x, 1.0f);
+                return;
+            case combine_mode::replace:
+                be.copy(delta.cv(), x);
+                return;
             case combine_mode::gated_scalar: {
                 const float g = std::tanh(be.download(e.gate.cv()).at({0}));
                 be.add(x, delta.cv(), x, g);

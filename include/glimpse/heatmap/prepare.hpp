@@ -53,8 +53,8 @@ inline tensor box_heatmap(const box& b, double image_w, double image_h, std::int
 // patches: each patch averages the map over the rectangle it covers, with
 // fractional weights for map pixels cut by a patch boundary.
 inline tensor pool_to_patches(const cview& map, std::int64_t grid_h, std::int64_t grid_w) {
-    detail::check(map.rank() == 2 && map.size(0) > 0 && map.size(1) > 0, "pool_to_patches: map must be a non-empty [H, W], got ",
-                  map.shape().str());
+    detail::check(map.rank() == 2 && map.size(0) > 0 && map.size(1) > 0,
+                  "pool_to_patches: map must be a non-empty [H, W], got ", map.shape().str());
     detail::check(grid_h > 0 && grid_w > 0, "pool_to_patches: empty patch grid");
     const std::int64_t H = map.size(0), W = map.size(1);
     // Per-axis overlap weights: weight[g][p] = length of map pixel p inside grid cell g.
@@ -63,7 +63,8 @@ inline tensor pool_to_patches(const cview& map, std::int64_t grid_h, std::int64_
         const double cell = static_cast<double>(n) / static_cast<double>(g);
         for (std::int64_t i = 0; i < g; ++i) {
             const double lo = i * cell, hi = (i + 1) * cell;
-            for (auto p = static_cast<std::int64_t>(std::floor(lo)); p < std::min<std::int64_t>(n, static_cast<std::int64_t>(std::ceil(hi))); ++p) {
+            for (auto p = static_cast<std::int64_t>(std::floor(lo));
+                 p < std::min<std::int64_t>(n, static_cast<std::int64_t>(std::ceil(hi))); ++p) {
                 const double len = std::min(hi, p + 1.0) - std::max(lo, static_cast<double>(p));
                 if (len > 0) w[static_cast<std::size_t>(i)].push_back({p, len / cell});
             }
@@ -114,12 +115,15 @@ inline tensor normalize(const cview& h, normalization n) {
                 detail::check(hi > 0, "heatmap: max_one normalisation of a map whose maximum is ", hi);
                 o[k] /= hi;
                 break;
-            case normalization::min_max: o[k] = hi > lo ? (o[k] - lo) / (hi - lo) : 0.0f; break;
+            case normalization::min_max:
+                o[k] = hi > lo ? (o[k] - lo) / (hi - lo) : 0.0f;
+                break;
             case normalization::sum_one:
                 detail::check(sum > 0, "heatmap: sum_one normalisation of a map whose sum is ", sum);
                 o[k] = static_cast<float>(o[k] / sum);
                 break;
-            case normalization::none: break;
+            case normalization::none:
+                break;
         }
     }
     return out;

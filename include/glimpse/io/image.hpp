@@ -124,8 +124,8 @@ inline image_u8 load_image(const std::filesystem::path& path, const image_limits
     if (!png && !bmp) detail::fail(where, ": cannot decode (not a JPEG, PNG or BMP file)");
     std::vector<std::uint8_t> bytes = read_all();
     // stb's memory reader takes an int length.
-    detail::check(bytes.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()), where, ": ",
-                  bytes.size(), " bytes is larger than the 2 GiB a PNG or BMP may have here");
+    detail::check(bytes.size() <= static_cast<std::size_t>(std::numeric_limits<int>::max()), where, ": ", bytes.size(),
+                  " bytes is larger than the 2 GiB a PNG or BMP may have here");
     if (png) bytes = detail::without_empty_idat(std::move(bytes));
     const int len = static_cast<int>(bytes.size());
 

@@ -43,8 +43,8 @@
 #include "glimpse/core/dtype.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/shape.hpp"
-#include "glimpse/io/json_file.hpp"
 #include "glimpse/core/tensor.hpp"
+#include "glimpse/io/json_file.hpp"
 
 namespace glimpse {
 
@@ -54,7 +54,7 @@ static_assert(std::endian::native == std::endian::little,
 // One tensor as described by a safetensors header.
 struct safetensors_entry {
     std::string name;
-    std::string dtype_name;              // as spelled in the file: "BF16", "I64", ...
+    std::string dtype_name;               // as spelled in the file: "BF16", "I64", ...
     std::optional<glimpse::dtype> dtype;  // set only for the dtypes glimpse computes with (F32, BF16, F16)
     glimpse::shape shape;
     std::uint64_t begin = 0;  // byte range [begin, end) within the data section
@@ -74,9 +74,9 @@ inline constexpr std::uint64_t safetensors_max_header = 100'000'000;
 // Unknown names are rejected; known ones open fine and fail only when used.
 inline std::optional<std::size_t> safetensors_itemsize(std::string_view dt) {
     static constexpr std::pair<std::string_view, std::size_t> known[] = {
-        {"F64", 8},     {"F32", 4},     {"F16", 2},     {"BF16", 2},    {"I64", 8},     {"I32", 4},
-        {"I16", 2},     {"I8", 1},      {"U8", 1},      {"BOOL", 1},    {"F8_E4M3", 1}, {"F8_E5M2", 1},
-        {"F8_E8M0", 1}, {"U16", 2},     {"U32", 4},     {"U64", 8},     {"C64", 8},
+        {"F64", 8},     {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8},     {"I32", 4},
+        {"I16", 2},     {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
+        {"F8_E8M0", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8},  {"C64", 8},
     };
     for (const auto& [n, size] : known)
         if (n == dt) return size;
@@ -126,7 +126,8 @@ public:
         return value("a number");
     }
     bool number_float(json::number_float_t, const json::string_t& text) {
-        if (state_ == state::shape) fail_entry("shape extent ", printable(text), " is not a non-negative 64-bit integer");
+        if (state_ == state::shape)
+            fail_entry("shape extent ", printable(text), " is not a non-negative 64-bit integer");
         if (state_ == state::offsets)
             fail_entry("data_offsets value ", printable(text), " is not a non-negative 64-bit integer");
         return value("a number");
@@ -177,7 +178,8 @@ public:
                 seen_[static_cast<std::size_t>(i)] = true;
                 break;
             }
-            default: break;  // unreachable: keys only occur directly inside objects we track
+            default:
+                break;  // unreachable: keys only occur directly inside objects we track
         }
         key_ = std::move(k);
         field_ = key_;
@@ -241,17 +243,22 @@ private:
     // A value of kind `what` arrived where the format does not allow one.
     bool value(const char* what) {
         switch (state_) {
-            case state::start: fail("the header is not a JSON object (it starts with ", what, ")");
+            case state::start:
+                fail("the header is not a JSON object (it starts with ", what, ")");
             case state::top:
                 if (key_ == "__metadata__") fail("__metadata__ must be an object, got ", what);
                 fail("tensor ", quote_name(key_), ": entry must be an object, got ", what);
-            case state::metadata: fail("__metadata__ value for ", quote_name(key_), " must be a string, got ", what);
+            case state::metadata:
+                fail("__metadata__ value for ", quote_name(key_), " must be a string, got ", what);
             case state::entry:
                 fail_entry("field ", quote_name(field_), " must be ", field_ == "dtype" ? "a string" : "an array",
                            ", got ", what);
-            case state::shape: fail_entry("shape extent is ", what, ", not a non-negative integer");
-            case state::offsets: fail_entry("data_offsets value is ", what, ", not a non-negative integer");
-            case state::done: break;
+            case state::shape:
+                fail_entry("shape extent is ", what, ", not a non-negative integer");
+            case state::offsets:
+                fail_entry("data_offsets value is ", what, ", not a non-negative integer");
+            case state::done:
+                break;
         }
         fail("unexpected ", what, " in the header");
     }
@@ -575,8 +582,8 @@ private:
                              ", not a file name");
             const auto& file = shard.get_ref<const std::string&>();
             if (!detail::plain_file_name(file))
-                detail::fail(where(), ": ", idx, " maps tensor ", detail::quote_name(name), " to ", detail::quote_name(file),
-                             ", which is not a plain file name inside the directory");
+                detail::fail(where(), ": ", idx, " maps tensor ", detail::quote_name(name), " to ",
+                             detail::quote_name(file), ", which is not a plain file name inside the directory");
             auto it = shard_ids.find(file);
             if (it == shard_ids.end()) {
                 files_.emplace_back(path_ / file);  // each shard is opened once
@@ -585,8 +592,8 @@ private:
             const safetensors_file& f = files_[it->second];
             const safetensors_entry* e = f.find(name);
             if (!e)
-                detail::fail(where(), ": ", idx, " maps tensor ", detail::quote_name(name), " to ", detail::quote_name(file),
-                             ", which has no such tensor");
+                detail::fail(where(), ": ", idx, " maps tensor ", detail::quote_name(name), " to ",
+                             detail::quote_name(file), ", which has no such tensor");
             index_.emplace(name, location{it->second, static_cast<std::size_t>(e - f.entries().data())});
         }
     }
@@ -594,8 +601,8 @@ private:
     void open_all() {
         std::vector<std::filesystem::path> found;
         std::error_code ec;
-        for (auto it = std::filesystem::directory_iterator(path_, ec); !ec && it != std::filesystem::directory_iterator();
-             it.increment(ec)) {
+        for (auto it = std::filesystem::directory_iterator(path_, ec);
+             !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
             std::error_code type_ec;  // an unreadable entry is skipped, not fatal
             if (it->path().extension() == ".safetensors" && std::filesystem::is_regular_file(it->path(), type_ec))
                 found.push_back(it->path());
@@ -672,8 +679,7 @@ inline void write_view(int fd, const cview& v, const std::string& where) {
 // reference implementation does, so the data section starts 8-byte aligned. The
 // file appears atomically: it is written to `<path>.tmp.<pid>`, synced, and
 // renamed over `path`; on failure no partial file is left behind.
-inline void save_safetensors(const std::filesystem::path& path,
-                             std::span<const std::pair<std::string, cview>> tensors,
+inline void save_safetensors(const std::filesystem::path& path, std::span<const std::pair<std::string, cview>> tensors,
                              const std::map<std::string, std::string>& metadata = {}) {
     const std::string where = "save_safetensors '" + path.string() + "'";
     nlohmann::ordered_json header = nlohmann::ordered_json::object();

@@ -43,12 +43,12 @@ public:
     using block_t = qwen_vision_block<B, nn::rms_swiglu>;
 
     qwen_vision_config config;
-    std::string prefix;    // "visual." or "model.visual."
+    std::string prefix;     // "visual." or "model.visual."
     tensor_t patch_weight;  // [D, C, T, p, p], storage dtype
     std::vector<block_t> blocks;
-    nn::rms_norm<B> ln_q;   // [D]
-    nn::linear<B> mlp0;     // [4D, 4D]
-    nn::linear<B> mlp2;     // [out, 4D]
+    nn::rms_norm<B> ln_q;  // [D]
+    nn::linear<B> mlp0;    // [4D, 4D]
+    nn::linear<B> mlp2;    // [out, 4D]
 
     static qwen2_5_vision load(B& be, const checkpoint& ck, const qwen_vision_config& cfg) {
         glimpse::detail::check(cfg.family == qwen_family::qwen2_5_vl, "qwen2_5_vision::load: config is for ",
@@ -82,17 +82,19 @@ public:
     // pixel_values [N, C T p p] (merge-block rows, as the processor emits them),
     // grid_thw one (t, h, w) per image or video.
     template <class Policy = heatmap::no_heatmap>
-        requires heatmap::integration_policy<Policy, B>
-    vision_output<B> encode(B& be, const cview& pixel_values, std::span<const grid_thw_t> grid_thw,
-                            const Policy& policy = {}, const encode_inputs<B>& extra = {}) const {
+    requires heatmap::integration_policy<Policy, B> vision_output<B> encode(B& be, const cview& pixel_values,
+                                                                            std::span<const grid_thw_t> grid_thw,
+                                                                            const Policy& policy = {},
+                                                                            const encode_inputs<B>& extra = {})
+    const {
         const auto& c = config;
         const std::int64_t d = c.hidden_size, m = c.spatial_merge_size, g = m * m;
         const qwen_layout L = make_qwen_layout(grid_thw, c.window_merged(), m);
         const std::int64_t n = L.tokens();
-        glimpse::detail::check(pixel_values.rank() == 2 && pixel_values.size(0) == n &&
-                                   pixel_values.size(1) == c.patch_dim(),
-                               "qwen2_5_vision::encode: pixel_values must be [", n, ", ", c.patch_dim(),
-                               "] for these grids, got ", pixel_values.shape().str());
+        glimpse::detail::check(
+            pixel_values.rank() == 2 && pixel_values.size(0) == n && pixel_values.size(1) == c.patch_dim(),
+            "qwen2_5_vision::encode: pixel_values must be [", n, ", ", c.patch_dim(), "] for these grids, got ",
+            pixel_values.shape().str());
 
         // Patch embedding, merge-block order, then into window order.
         tensor_t x = be.alloc(shape{n, d}, dtype::f32);
@@ -110,7 +112,8 @@ public:
         const tensor_t cos = be.upload(hc.cv()), sin = be.upload(hs.cv());
 
         bool any_site = policy.applies_at(heatmap::site::before_merger());
-        for (std::int64_t k = 0; k < c.depth; ++k) any_site = any_site || policy.applies_at(heatmap::site::after_block(static_cast<int>(k)));
+        for (std::int64_t k = 0; k < c.depth; ++k)
+            any_site = any_site || policy.applies_at(heatmap::site::after_block(static_cast<int>(k)));
         const detail::site_inputs<B> si(be, extra, L.window_order, grid_thw, pos, c.head_dim(), c.rope_theta, cos, sin,
                                         any_site);
 

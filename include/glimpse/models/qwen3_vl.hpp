@@ -77,7 +77,8 @@ struct qwen3_patch_merger {
 // products in tap order (h0,w0), (h0,w1), (h1,w0), (h1,w1), summed in f32.
 // table: host f32 [n*n, D]. Returns [N, D] rows in the order of `layout`'s
 // merge-block tokens.
-inline tensor qwen3_position_embedding(const cview& table, const qwen_layout& layout, std::span<const grid_thw_t> grids) {
+inline tensor qwen3_position_embedding(const cview& table, const qwen_layout& layout,
+                                       std::span<const grid_thw_t> grids) {
     const std::int64_t side = static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(table.size(0)))));
     const std::int64_t d = table.size(1), n = layout.tokens();
     const float* tab = table.ptr<float>();
@@ -164,23 +165,25 @@ public:
     }
 
     template <class Policy = heatmap::no_heatmap>
-        requires heatmap::integration_policy<Policy, B>
-    vision_output<B> encode(B& be, const cview& pixel_values, std::span<const grid_thw_t> grid_thw,
-                            const Policy& policy = {}, const encode_inputs<B>& extra = {}) const {
+    requires heatmap::integration_policy<Policy, B> vision_output<B> encode(B& be, const cview& pixel_values,
+                                                                            std::span<const grid_thw_t> grid_thw,
+                                                                            const Policy& policy = {},
+                                                                            const encode_inputs<B>& extra = {})
+    const {
         const auto& c = config;
         const std::int64_t d = c.hidden_size, m = c.spatial_merge_size;
         const qwen_layout L = make_qwen_layout(grid_thw, 0, m);
         const std::int64_t n = L.tokens();
-        glimpse::detail::check(pixel_values.rank() == 2 && pixel_values.size(0) == n &&
-                                   pixel_values.size(1) == c.patch_dim(),
-                               "qwen3_vision::encode: pixel_values must be [", n, ", ", c.patch_dim(),
-                               "] for these grids, got ", pixel_values.shape().str());
+        glimpse::detail::check(
+            pixel_values.rank() == 2 && pixel_values.size(0) == n && pixel_values.size(1) == c.patch_dim(),
+            "qwen3_vision::encode: pixel_values must be [", n, ", ", c.patch_dim(), "] for these grids, got ",
+            pixel_values.shape().str());
 
         tensor_t x = be.alloc(shape{n, d}, dtype::f32);
         {
             const stage_clock::scope sc("patch_embed");
-            be.gemm(pixel_values, patch_weight.cv().reshape(shape{d, c.patch_dim()}), x.v(),
-                    gemm_args{.trans_b = true}, patch_bias.cv());
+            be.gemm(pixel_values, patch_weight.cv().reshape(shape{d, c.patch_dim()}), x.v(), gemm_args{.trans_b = true},
+                    patch_bias.cv());
         }
         {
             const stage_clock::scope sc("pos_embed");
@@ -193,7 +196,8 @@ public:
         const tensor_t cos = be.upload(hc.cv()), sin = be.upload(hs.cv());
 
         bool any_site = policy.applies_at(heatmap::site::before_merger());
-        for (std::int64_t k = 0; k < c.depth; ++k) any_site = any_site || policy.applies_at(heatmap::site::after_block(static_cast<int>(k)));
+        for (std::int64_t k = 0; k < c.depth; ++k)
+            any_site = any_site || policy.applies_at(heatmap::site::after_block(static_cast<int>(k)));
         const detail::site_inputs<B> si(be, extra, L.merge_order, grid_thw, pos, c.head_dim(), c.rope_theta, cos, sin,
                                         any_site);
 

@@ -31,14 +31,14 @@ constexpr std::string_view name(qwen_family f) noexcept {
 struct qwen_vision_config {
     qwen_family family = qwen_family::qwen2_5_vl;
     std::int64_t depth = 0;
-    std::int64_t hidden_size = 0;        // D
-    std::int64_t num_heads = 0;          // H; head dim D / H
-    std::int64_t intermediate_size = 0;  // block MLP width
-    std::int64_t patch_size = 0;         // p
-    std::int64_t temporal_patch_size = 0;  // T
-    std::int64_t spatial_merge_size = 0;   // m (2 in every released model)
-    std::int64_t in_channels = 3;          // C
-    std::int64_t window_size = 0;          // Qwen2.5: pixels (112); Qwen3: 0 (no windows)
+    std::int64_t hidden_size = 0;               // D
+    std::int64_t num_heads = 0;                 // H; head dim D / H
+    std::int64_t intermediate_size = 0;         // block MLP width
+    std::int64_t patch_size = 0;                // p
+    std::int64_t temporal_patch_size = 0;       // T
+    std::int64_t spatial_merge_size = 0;        // m (2 in every released model)
+    std::int64_t in_channels = 3;               // C
+    std::int64_t window_size = 0;               // Qwen2.5: pixels (112); Qwen3: 0 (no windows)
     std::vector<int> fullatt_block_indexes;     // Qwen2.5
     std::int64_t out_hidden_size = 0;           // merger output width (= LLM width)
     std::int64_t num_position_embeddings = 0;   // Qwen3: n*n learned table
@@ -51,9 +51,7 @@ struct qwen_vision_config {
     std::int64_t patch_dim() const { return in_channels * temporal_patch_size * patch_size * patch_size; }
     std::int64_t merge_group() const { return spatial_merge_size * spatial_merge_size; }
     // Qwen2.5 window side in merged tokens: window_size / (m p) (112 / 28 = 4).
-    std::int64_t window_merged() const {
-        return window_size > 0 ? window_size / (spatial_merge_size * patch_size) : 0;
-    }
+    std::int64_t window_merged() const { return window_size > 0 ? window_size / (spatial_merge_size * patch_size) : 0; }
     // Qwen3: side n of the n x n position table.
     std::int64_t pos_side() const {
         return static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(num_position_embeddings))));
@@ -99,7 +97,8 @@ inline std::int64_t max_of(const char* key) {
 
 inline std::int64_t positive_int(const nlohmann::json& obj, const char* key, const std::string& where) {
     const auto& v = require(obj, key, where, "vision_config.");
-    if (!v.is_number_integer()) glimpse::detail::fail(where, ": key \"vision_config.", key, "\" must be an integer, got ", v.type_name());
+    if (!v.is_number_integer())
+        glimpse::detail::fail(where, ": key \"vision_config.", key, "\" must be an integer, got ", v.type_name());
     if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max_of(key)))
         glimpse::detail::fail(where, ": key \"vision_config.", key, "\" is ", v.get<std::uint64_t>(), ", more than ",
                               max_of(key));
@@ -113,12 +112,18 @@ inline std::int64_t positive_int(const nlohmann::json& obj, const char* key, con
 inline std::vector<int> index_list(const nlohmann::json& obj, const char* key, const std::string& where,
                                    std::int64_t depth) {
     const auto& v = require(obj, key, where, "vision_config.");
-    if (!v.is_array()) glimpse::detail::fail(where, ": key \"vision_config.", key, "\" must be a list of block indexes, got ", v.type_name());
+    if (!v.is_array())
+        glimpse::detail::fail(where, ": key \"vision_config.", key, "\" must be a list of block indexes, got ",
+                              v.type_name());
     std::vector<int> out;
     for (const auto& e : v) {
-        if (!e.is_number_integer()) glimpse::detail::fail(where, ": key \"vision_config.", key, "\" holds a ", e.type_name(), ", not an integer");
+        if (!e.is_number_integer())
+            glimpse::detail::fail(where, ": key \"vision_config.", key, "\" holds a ", e.type_name(),
+                                  ", not an integer");
         const auto i = e.get<std::int64_t>();
-        if (i < 0 || i >= depth) glimpse::detail::fail(where, ": key \"vision_config.", key, "\" names block ", i, " of a ", depth, "-block tower");
+        if (i < 0 || i >= depth)
+            glimpse::detail::fail(where, ": key \"vision_config.", key, "\" names block ", i, " of a ", depth,
+                                  "-block tower");
         out.push_back(static_cast<int>(i));
     }
     return out;
@@ -154,20 +159,24 @@ inline qwen_vision_config qwen_vision_config::from_json(const nlohmann::json& to
     c.in_channels = v.contains("in_channels") ? qc::positive_int(v, "in_channels", where) : 3;
 
     const auto& act = qc::require(v, "hidden_act", where, "vision_config.");
-    if (!act.is_string()) glimpse::detail::fail(where, ": key \"vision_config.hidden_act\" must be a string, got ", act.type_name());
+    if (!act.is_string())
+        glimpse::detail::fail(where, ": key \"vision_config.hidden_act\" must be a string, got ", act.type_name());
     c.hidden_act = act.get<std::string>();
 
     if (auto rp = v.find("rope_parameters"); rp != v.end() && !rp->is_null()) {
         if (!rp->is_object())
-            glimpse::detail::fail(where, ": key \"vision_config.rope_parameters\" must be an object, got ", rp->type_name());
+            glimpse::detail::fail(where, ": key \"vision_config.rope_parameters\" must be an object, got ",
+                                  rp->type_name());
         if (auto th = rp->find("rope_theta"); th != rp->end()) {
             if (!th->is_number())
-                glimpse::detail::fail(where, ": key \"vision_config.rope_parameters.rope_theta\" must be a number, got ",
-                             th->type_name());
+                glimpse::detail::fail(where,
+                                      ": key \"vision_config.rope_parameters.rope_theta\" must be a number, got ",
+                                      th->type_name());
             c.rope_theta = th->get<float>();
         }
         if (auto ty = rp->find("rope_type"); ty != rp->end() && !(ty->is_string() && ty->get<std::string>() == "axial"))
-            glimpse::detail::fail(where, ": key \"vision_config.rope_parameters.rope_type\" must be \"axial\", got ", ty->dump());
+            glimpse::detail::fail(where, ": key \"vision_config.rope_parameters.rope_type\" must be \"axial\", got ",
+                                  ty->dump());
     }
 
     if (c.family == qwen_family::qwen2_5_vl) {
@@ -175,23 +184,23 @@ inline qwen_vision_config qwen_vision_config::from_json(const nlohmann::json& to
         c.fullatt_block_indexes = qc::index_list(v, "fullatt_block_indexes", where, c.depth);
         if (c.hidden_act != "silu")
             glimpse::detail::fail(where, ": vision_config.hidden_act \"", c.hidden_act,
-                         "\" is not supported for qwen2_5_vl (its blocks are SwiGLU: \"silu\")");
+                                  "\" is not supported for qwen2_5_vl (its blocks are SwiGLU: \"silu\")");
         if (c.window_size % (c.spatial_merge_size * c.patch_size) != 0)
-            glimpse::detail::fail(where, ": vision_config.window_size ", c.window_size, " is not a multiple of merge x patch (",
-                         c.spatial_merge_size * c.patch_size, ")");
+            glimpse::detail::fail(where, ": vision_config.window_size ", c.window_size,
+                                  " is not a multiple of merge x patch (", c.spatial_merge_size * c.patch_size, ")");
     } else {
         c.num_position_embeddings = qc::positive_int(v, "num_position_embeddings", where);
         c.deepstack_visual_indexes = qc::index_list(v, "deepstack_visual_indexes", where, c.depth);
         if (c.hidden_act != "gelu_pytorch_tanh")
             glimpse::detail::fail(where, ": vision_config.hidden_act \"", c.hidden_act,
-                         "\" is not supported for qwen3_vl (its blocks use \"gelu_pytorch_tanh\")");
+                                  "\" is not supported for qwen3_vl (its blocks use \"gelu_pytorch_tanh\")");
         if (c.pos_side() * c.pos_side() != c.num_position_embeddings)
             glimpse::detail::fail(where, ": vision_config.num_position_embeddings ", c.num_position_embeddings,
-                         " is not a square (the table is n x n)");
+                                  " is not a square (the table is n x n)");
     }
     if (c.hidden_size % c.num_heads != 0 || c.head_dim() % 4 != 0)
         glimpse::detail::fail(where, ": vision_config.hidden_size ", c.hidden_size, " / num_heads ", c.num_heads,
-                     " must give a head dim that is a multiple of 4 (2-D rotary)");
+                              " must give a head dim that is a multiple of 4 (2-D rotary)");
     return c;
 }
 

@@ -414,8 +414,9 @@ public:
         glimpse::detail::check(maps.size() == 1, "qwen_encoder::encode: the head returned ", maps.size(),
                                " attention maps (expected 1)");
         const tensor pooled = be.download(maps[0].pooled.cv()).to(dtype::f32);
-        out.attention = maps_to_raster(pooled.cv(), order, grid[1], grid[2], in_box,
-                                       std::span<const float>(out.heatmap.template ptr<float>(), static_cast<std::size_t>(S)));
+        out.attention =
+            maps_to_raster(pooled.cv(), order, grid[1], grid[2], in_box,
+                           std::span<const float>(out.heatmap.template ptr<float>(), static_cast<std::size_t>(S)));
         return out;
     }
 
@@ -664,9 +665,8 @@ private:
                                    !std::filesystem::exists(opt.head_dir / "config.json", ec);
             if (std::filesystem::is_directory(opt.head_dir, ec)) {
                 const bool any = std::any_of(std::filesystem::directory_iterator(opt.head_dir, ec),
-                                             std::filesystem::directory_iterator(), [](const auto& e) {
-                                                 return e.path().extension() == ".safetensors";
-                                             });
+                                             std::filesystem::directory_iterator(),
+                                             [](const auto& e) { return e.path().extension() == ".safetensors"; });
                 glimpse::detail::check(any, "head directory '", opt.head_dir.string(), "': no ", head_file_name,
                                        " (what glimpse-train writes) and no other .safetensors in it");
                 apply_head_record(opt.head_dir);

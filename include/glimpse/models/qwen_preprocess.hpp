@@ -74,23 +74,25 @@ struct preprocess_config {
 
     void validate(const std::string& where) const {
         glimpse::detail::check(patch_size > 0 && temporal_patch_size > 0 && merge_size > 0, where,
-                      ": patch_size, temporal_patch_size and merge_size must be positive (got ", patch_size, ", ",
-                      temporal_patch_size, ", ", merge_size, ")");
+                               ": patch_size, temporal_patch_size and merge_size must be positive (got ", patch_size,
+                               ", ", temporal_patch_size, ", ", merge_size, ")");
         glimpse::detail::check(patch_size <= 4096 && merge_size <= 64 && temporal_patch_size <= 64, where,
-                      ": implausible patch_size/merge_size/temporal_patch_size (", patch_size, ", ", merge_size, ", ",
-                      temporal_patch_size, ")");
+                               ": implausible patch_size/merge_size/temporal_patch_size (", patch_size, ", ",
+                               merge_size, ", ", temporal_patch_size, ")");
         glimpse::detail::check(min_pixels >= 0 && max_pixels > 0 && min_pixels <= max_pixels, where, ": pixel bounds [",
-                      min_pixels, ", ", max_pixels, "] are not a valid range");
+                               min_pixels, ", ", max_pixels, "] are not a valid range");
         for (int c = 0; c < 3; ++c)
-            glimpse::detail::check(std::isfinite(mean[static_cast<std::size_t>(c)]) && std::isfinite(std[static_cast<std::size_t>(c)]) &&
-                              std[static_cast<std::size_t>(c)] != 0.0f,
-                          where, ": image_mean/image_std channel ", c, " must be finite with a non-zero std");
+            glimpse::detail::check(std::isfinite(mean[static_cast<std::size_t>(c)]) &&
+                                       std::isfinite(std[static_cast<std::size_t>(c)]) &&
+                                       std[static_cast<std::size_t>(c)] != 0.0f,
+                                   where, ": image_mean/image_std channel ", c, " must be finite with a non-zero std");
     }
 };
 
 namespace detail {
 
-inline std::int64_t pp_int(const nlohmann::json& obj, const char* key, const std::string& where, const char* scope = "") {
+inline std::int64_t pp_int(const nlohmann::json& obj, const char* key, const std::string& where,
+                           const char* scope = "") {
     const auto& v = obj.at(key);
     if (!v.is_number_integer())
         glimpse::detail::fail(where, ": key \"", scope, key, "\" must be an integer, got ", v.type_name());
@@ -107,7 +109,8 @@ inline std::array<float, 3> pp_triple(const nlohmann::json& obj, const char* key
         glimpse::detail::fail(where, ": key \"", key, "\" must be a list of 3 numbers, got ", v.dump());
     std::array<float, 3> out{};
     for (std::size_t i = 0; i < 3; ++i) {
-        if (!v[i].is_number()) glimpse::detail::fail(where, ": key \"", key, "\" holds ", v[i].dump(), ", not a number");
+        if (!v[i].is_number())
+            glimpse::detail::fail(where, ": key \"", key, "\" holds ", v[i].dump(), ", not a number");
         out[i] = static_cast<float>(v[i].get<double>());  // as torch.tensor(list) -> float32
     }
     return out;
@@ -135,8 +138,10 @@ inline preprocess_config preprocess_config::from_json(const std::filesystem::pat
         if (s.contains("max_pixels")) c.max_pixels = detail::pp_int(s, "max_pixels", where, "size.");
     }
     // Top-level min/max_pixels override `size` (transformers copies them into it at load).
-    if (j.contains("min_pixels") && !j.at("min_pixels").is_null()) c.min_pixels = detail::pp_int(j, "min_pixels", where);
-    if (j.contains("max_pixels") && !j.at("max_pixels").is_null()) c.max_pixels = detail::pp_int(j, "max_pixels", where);
+    if (j.contains("min_pixels") && !j.at("min_pixels").is_null())
+        c.min_pixels = detail::pp_int(j, "min_pixels", where);
+    if (j.contains("max_pixels") && !j.at("max_pixels").is_null())
+        c.max_pixels = detail::pp_int(j, "max_pixels", where);
     if (j.contains("image_mean")) c.mean = detail::pp_triple(j, "image_mean", where);
     if (j.contains("image_std")) c.std = detail::pp_triple(j, "image_std", where);
 
@@ -149,8 +154,7 @@ inline preprocess_config preprocess_config::from_json(const std::filesystem::pat
     if (j.contains("rescale_factor") && j.at("rescale_factor").is_number()) {
         // The normalisation folds 1/rescale_factor into mean and std as exactly 255.
         const double r = j.at("rescale_factor").get<double>();
-        if (1.0 / r != 255.0)
-            glimpse::detail::fail(where, ": rescale_factor ", r, " is not supported (only 1/255)");
+        if (1.0 / r != 255.0) glimpse::detail::fail(where, ": rescale_factor ", r, " is not supported (only 1/255)");
     }
     c.validate(where);
     return c;
@@ -160,9 +164,8 @@ inline preprocess_config preprocess_config::from_json(const std::filesystem::pat
 // height·width in [min_pixels, max_pixels], closest to the original aspect ratio.
 // Float maths as Python does it (doubles; `round` is half-to-even, hence nearbyint in
 // the default rounding mode); the shrink/grow branches scale the ORIGINAL h, w.
-inline std::pair<std::int64_t, std::int64_t> smart_resize(std::int64_t height, std::int64_t width,
-                                                          std::int64_t factor, std::int64_t min_pixels,
-                                                          std::int64_t max_pixels) {
+inline std::pair<std::int64_t, std::int64_t> smart_resize(std::int64_t height, std::int64_t width, std::int64_t factor,
+                                                          std::int64_t min_pixels, std::int64_t max_pixels) {
     glimpse::detail::check(height > 0 && width > 0, "smart_resize: image size ", height, "x", width,
                            " must be positive");
     glimpse::detail::check(factor > 0, "smart_resize: factor ", factor, " must be positive");
@@ -170,8 +173,8 @@ inline std::pair<std::int64_t, std::int64_t> smart_resize(std::int64_t height, s
                            "smart_resize: image size ", height, "x", width, " is too large");
     const double h = static_cast<double>(height), w = static_cast<double>(width), f = static_cast<double>(factor);
     const double aspect = std::max(h, w) / std::min(h, w);
-    glimpse::detail::check(!(aspect > 200.0), "smart_resize: image ", height, "x", width,
-                           " has an aspect ratio of ", aspect, "; it must be at most 200");
+    glimpse::detail::check(!(aspect > 200.0), "smart_resize: image ", height, "x", width, " has an aspect ratio of ",
+                           aspect, "; it must be at most 200");
 
     std::int64_t hb = static_cast<std::int64_t>(std::nearbyint(h / f)) * factor;
     std::int64_t wb = static_cast<std::int64_t>(std::nearbyint(w / f)) * factor;
@@ -185,10 +188,10 @@ inline std::pair<std::int64_t, std::int64_t> smart_resize(std::int64_t height, s
         wb = static_cast<std::int64_t>(std::ceil(w * beta / f)) * factor;
     }
     // Only reachable with min_pixels 0 and a side shorter than factor/2 (round to 0).
-    glimpse::detail::check(hb > 0 && wb > 0, "smart_resize: image ", height, "x", width, " resizes to ", hb, "x",
-                           wb, " with factor ", factor, " and pixel bounds [", min_pixels, ", ", max_pixels, "]");
-    glimpse::detail::check(hb <= max_image_pixels / wb, "smart_resize: image ", height, "x", width, " resizes to ",
-                           hb, "x", wb, ", more than 2^28 pixels");
+    glimpse::detail::check(hb > 0 && wb > 0, "smart_resize: image ", height, "x", width, " resizes to ", hb, "x", wb,
+                           " with factor ", factor, " and pixel bounds [", min_pixels, ", ", max_pixels, "]");
+    glimpse::detail::check(hb <= max_image_pixels / wb, "smart_resize: image ", height, "x", width, " resizes to ", hb,
+                           "x", wb, ", more than 2^28 pixels");
     return {hb, wb};
 }
 
@@ -213,8 +216,7 @@ inline double bicubic_aa_filter(double x) noexcept {
     x = std::abs(x);
     // ((a + 2)·x - (a + 3))·x·x + 1 and ((a·x - 5a)·x + 8a)·x - 4a, evaluated as written.
     if (x < 1.0) return no_fuse(no_fuse(no_fuse((a + 2.0) * x) - (a + 3.0)) * x * x) + 1.0;
-    if (x < 2.0)
-        return no_fuse(no_fuse(no_fuse(no_fuse(no_fuse(a * x) - 5.0 * a) * x) + 8.0 * a) * x) - 4.0 * a;
+    if (x < 2.0) return no_fuse(no_fuse(no_fuse(no_fuse(no_fuse(a * x) - 5.0 * a) * x) + 8.0 * a) * x) - 4.0 * a;
     return 0.0;
 }
 
@@ -324,8 +326,8 @@ inline image_u8 resize_bicubic_antialias(const image_u8& img, std::int64_t h2, s
 }
 
 struct pixel_batch {
-    tensor pixel_values;  // f32 [Σ N_i, C·T·p·p], N_i = grid_h·grid_w (grid_t = 1)
-    std::vector<std::array<std::int64_t, 3>> grid_thw;            // per image {1, h'/p, w'/p}
+    tensor pixel_values;                                // f32 [Σ N_i, C·T·p·p], N_i = grid_h·grid_w (grid_t = 1)
+    std::vector<std::array<std::int64_t, 3>> grid_thw;  // per image {1, h'/p, w'/p}
     std::vector<std::pair<std::int64_t, std::int64_t>> resized_hw;  // per image (h', w')
 };
 
@@ -376,10 +378,10 @@ inline pixel_batch preprocess(std::span<const image_u8> images, const preprocess
     std::int64_t rows = 0;
     for (std::size_t k = 0; k < images.size(); ++k) {
         const image_u8& im = images[k];
-        glimpse::detail::check(im.height > 0 && im.width > 0 &&
-                                   static_cast<std::int64_t>(im.rgb.size()) == im.height * im.width * 3,
-                               "preprocess: image ", k, " (", im.height, "x", im.width, ") holds ", im.rgb.size(),
-                               " bytes, expected ", im.height * im.width * 3);
+        glimpse::detail::check(
+            im.height > 0 && im.width > 0 && static_cast<std::int64_t>(im.rgb.size()) == im.height * im.width * 3,
+            "preprocess: image ", k, " (", im.height, "x", im.width, ") holds ", im.rgb.size(), " bytes, expected ",
+            im.height * im.width * 3);
         const auto [h2, w2] = smart_resize(im.height, im.width, cfg.factor(), cfg.min_pixels, cfg.max_pixels);
         resized.push_back(resize_bicubic_antialias(im, h2, w2));
         out.resized_hw.emplace_back(h2, w2);

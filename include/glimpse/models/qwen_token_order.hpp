@@ -55,8 +55,9 @@ inline void check_grids(std::span<const grid_thw_t> grids, std::int64_t m, const
     glimpse::detail::check(!grids.empty(), what, ": no images (grid_thw is empty)");
     for (std::size_t i = 0; i < grids.size(); ++i) {
         const auto [t, h, w] = grids[i];
-        glimpse::detail::check(t > 0 && h > 0 && w > 0 && h % m == 0 && w % m == 0, what, ": grid_thw[", i, "] = [", t, ", ", h, ", ", w,
-              "] must be positive with grid_h and grid_w multiples of the merge size ", m);
+        glimpse::detail::check(t > 0 && h > 0 && w > 0 && h % m == 0 && w % m == 0, what, ": grid_thw[", i, "] = [", t,
+                               ", ", h, ", ", w,
+                               "] must be positive with grid_h and grid_w multiples of the merge size ", m);
     }
 }
 }  // namespace detail
@@ -106,7 +107,8 @@ struct qwen_layout {
     std::vector<std::int64_t> unwindow_rows() const {
         const auto fwd = window_rows();
         std::vector<std::int64_t> inv(fwd.size());
-        for (std::size_t i = 0; i < fwd.size(); ++i) inv[static_cast<std::size_t>(fwd[i])] = static_cast<std::int64_t>(i);
+        for (std::size_t i = 0; i < fwd.size(); ++i)
+            inv[static_cast<std::size_t>(fwd[i])] = static_cast<std::int64_t>(i);
         return inv;
     }
     // Merged rows: merged_raster = merged_win[unwindow_groups()] (argsort(window_index)).
@@ -180,7 +182,8 @@ inline tensor raster_to_tokens(const cview& raster, const heatmap::token_order& 
     for (const auto& [t, h, w] : grids) {
         for (std::int64_t f = 0; f < t; ++f)
             for (std::int64_t i = 0; i < h * w; ++i)
-                src[static_cast<std::size_t>(off + f * h * w + i)] = raster.numel() == n ? off + f * h * w + i : off_img + i;
+                src[static_cast<std::size_t>(off + f * h * w + i)] =
+                    raster.numel() == n ? off + f * h * w + i : off_img + i;
         off += t * h * w;
         off_img += h * w;
     }
@@ -190,8 +193,8 @@ inline tensor raster_to_tokens(const cview& raster, const heatmap::token_order& 
     });
     tensor out(shape{n});
     for (std::int64_t t = 0; t < n; ++t)
-        out.ptr<float>()[t] =
-            flat[static_cast<std::size_t>(src[static_cast<std::size_t>(order.raster_of_token[static_cast<std::size_t>(t)])])];
+        out.ptr<float>()[t] = flat[static_cast<std::size_t>(
+            src[static_cast<std::size_t>(order.raster_of_token[static_cast<std::size_t>(t)])])];
     return out;
 }
 

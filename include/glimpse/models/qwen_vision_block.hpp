@@ -58,9 +58,9 @@ struct qwen_vision_block {
                                                                std::int64_t inter) {
         const auto n = [&](const char* s) { return prefix + "." + s; };
         std::vector<std::pair<std::string, shape>> e = {
-            {n("norm1.weight"), shape{d}},         {n("norm2.weight"), shape{d}},
+            {n("norm1.weight"), shape{d}},           {n("norm2.weight"), shape{d}},
             {n("attn.qkv.weight"), shape{3 * d, d}}, {n("attn.qkv.bias"), shape{3 * d}},
-            {n("attn.proj.weight"), shape{d, d}},  {n("attn.proj.bias"), shape{d}}};
+            {n("attn.proj.weight"), shape{d, d}},    {n("attn.proj.bias"), shape{d}}};
         if constexpr (std::is_same_v<Kind, nn::ln_gelu_tanh>) {
             e.push_back({n("norm1.bias"), shape{d}});
             e.push_back({n("norm2.bias"), shape{d}});
@@ -112,7 +112,8 @@ struct qwen_vision_block {
         const view tv = t.v();
         const strides_t st{3 * d, hd, 1};
         const auto head_view = [&](std::int64_t part) {
-            return view(tv.data() + part * d * static_cast<std::int64_t>(sizeof(float)), dtype::f32, shape{s, h, hd}, st);
+            return view(tv.data() + part * d * static_cast<std::int64_t>(sizeof(float)), dtype::f32, shape{s, h, hd},
+                        st);
         };
         const view q = head_view(0), k = head_view(1), v = head_view(2);
         {
@@ -163,7 +164,7 @@ struct encode_inputs {
     // frames) or grid_t * grid_h * grid_w (one map per frame), images concatenated.
     // The tower hands them to the policy permuted into its own token order.
     std::vector<cview> heatmaps;
-    heatmap::maps_request maps;                            // maps each applied head returns
+    heatmap::maps_request maps;                              // maps each applied head returns
     std::vector<heatmap::head_maps<B>>* maps_out = nullptr;  // in the tower's token order at the site
     // Head dim of the heatmap heads' RoPE tables; 0: the tower's own (D / heads).
     std::int64_t rope_head_dim = 0;
@@ -174,7 +175,7 @@ struct encode_inputs {
     std::vector<attention_maps> block_maps;
     attention_maps maps_of(std::int64_t block) const {
         return block < static_cast<std::int64_t>(block_maps.size()) ? block_maps[static_cast<std::size_t>(block)]
-                                                                     : attention_maps{};
+                                                                    : attention_maps{};
     }
 };
 
@@ -198,7 +199,8 @@ inline std::string detect_visual_prefix(const checkpoint& ck, const std::string&
         if (n.rfind("model.visual.", 0) == 0) return "model.visual.";
         if (n.rfind("visual.", 0) == 0) return "visual.";
     }
-    glimpse::detail::fail("checkpoint '", ck.path().string(), "': no vision tower (no tensor under 'visual.' or 'model.visual.')");
+    glimpse::detail::fail("checkpoint '", ck.path().string(),
+                          "': no vision tower (no tensor under 'visual.' or 'model.visual.')");
 }
 
 // The integration context of one site: heatmaps permuted into `order`, and
@@ -209,9 +211,9 @@ struct site_inputs {
     std::vector<cview> views;
     typename B::tensor cos, sin;
 
-    site_inputs(B& be, const encode_inputs<B>& extra, const heatmap::token_order& order, std::span<const grid_thw_t> grids,
-                const std::vector<nn::patch_pos>& pos, std::int64_t tower_head_dim, float theta,
-                const typename B::tensor& tower_cos, const typename B::tensor& tower_sin, bool wanted) {
+    site_inputs(B& be, const encode_inputs<B>& extra, const heatmap::token_order& order,
+                std::span<const grid_thw_t> grids, const std::vector<nn::patch_pos>& pos, std::int64_t tower_head_dim,
+                float theta, const typename B::tensor& tower_cos, const typename B::tensor& tower_sin, bool wanted) {
         if (!wanted) return;
         for (const auto& h : extra.heatmaps) heatmaps.push_back(be.upload(raster_to_tokens(h, order, grids).cv()));
         for (const auto& t : heatmaps) views.push_back(t.cv());
@@ -238,7 +240,8 @@ private:
 // loaded, so that one error lists everything that is missing (up to 10 names)
 // or mis-shaped.
 template <param_source S>
-void require_tensors(const S& src, const std::vector<std::pair<std::string, shape>>& expected, const std::string& where) {
+void require_tensors(const S& src, const std::vector<std::pair<std::string, shape>>& expected,
+                     const std::string& where) {
     std::vector<std::string> missing, wrong;
     for (const auto& [n, s] : expected) {
         if (!src.contains(n)) {

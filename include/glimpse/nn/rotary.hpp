@@ -12,8 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
-#include <vector>
 #include <utility>
+#include <vector>
 
 #include "glimpse/core/backend.hpp"
 

@@ -83,9 +83,9 @@ inline std::vector<float> rounded_dense(const gemm_operand& x, std::int64_t rows
 
 namespace amx {
 
-inline constexpr std::int64_t kTm = 16;        // tile rows (M) and output columns (N) per tile
-inline constexpr std::int64_t kTk = 32;        // bf16 K elements per tile (64 bytes)
-inline constexpr std::int64_t kBlockN = 64;    // op(B) columns one thread packs and sweeps M with
+inline constexpr std::int64_t kTm = 16;          // tile rows (M) and output columns (N) per tile
+inline constexpr std::int64_t kTk = 32;          // bf16 K elements per tile (64 bytes)
+inline constexpr std::int64_t kBlockN = 64;      // op(B) columns one thread packs and sweeps M with
 inline constexpr std::int64_t kTileElems = 512;  // bf16 elements in one 16 x 64-byte tile
 
 struct alignas(64) tile_config {
@@ -183,10 +183,18 @@ struct c_tile {
 // paste it into the mnemonic), hence a switch over the four C tiles.
 #define GLIMPSE_AMX_ON_C_TILE(i, STMT) \
     switch (i) {                       \
-        case 0: STMT(0); break;        \
-        case 1: STMT(1); break;        \
-        case 2: STMT(2); break;        \
-        default: STMT(3); break;       \
+        case 0:                        \
+            STMT(0);                   \
+            break;                     \
+        case 1:                        \
+            STMT(1);                   \
+            break;                     \
+        case 2:                        \
+            STMT(2);                   \
+            break;                     \
+        default:                       \
+            STMT(3);                   \
+            break;                     \
     }
 
 GLIMPSE_AMX_TARGET inline void c_begin(int tmm, c_tile& t, float beta, bool plain) {
@@ -228,8 +236,8 @@ GLIMPSE_AMX_TARGET inline void c_end(int tmm, c_tile& t, float alpha, float beta
 // C [m, n] (row-major, ldc) = alpha op(A) op(B) + beta C, on AMX. Call only when
 // amx_bf16_available(). Scratch: op(A) in bf16 (m x k x 2 bytes) plus 64 x k x 2 bytes per thread.
 GLIMPSE_AMX_TARGET inline void bf16_gemm_amx(const gemm_operand& a, const gemm_operand& b, std::int64_t m,
-                                              std::int64_t n, std::int64_t k, float alpha, float beta, float* c,
-                                              std::int64_t ldc) {
+                                             std::int64_t n, std::int64_t k, float alpha, float beta, float* c,
+                                             std::int64_t ldc) {
     using namespace amx;  // NOLINT: local to this function
     const std::int64_t kp = (k + kTk - 1) / kTk * kTk, kc_count = kp / kTk;
     const std::int64_t mp = (m + 2 * kTm - 1) / (2 * kTm) * (2 * kTm);
