@@ -25,6 +25,7 @@
 #include <glimpse/compare/batch.hpp>
 #include <glimpse/compare/fingerprint.hpp>
 
+#include "csv.hpp"
 #include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
@@ -460,37 +461,7 @@ TEST_CASE("glimpse-compare --batch: recompute counts per reason, unknown keys on
     CHECK(fs::is_regular_file(out / "summary_referring.csv"));
 }
 
-namespace {
-
-// "a,b,c" -> {"a", "b", "c"} (no quoted commas in the columns read here).
-std::vector<std::string> csv_fields(const std::string& row) {
-    std::vector<std::string> out;
-    std::size_t at = 0;
-    while (true) {
-        const auto c = row.find(',', at);
-        out.push_back(row.substr(at, c == std::string::npos ? std::string::npos : c - at));
-        if (c == std::string::npos) return out;
-        at = c + 1;
-    }
-}
-
-// The rows of a CSV file as column name -> value.
-std::vector<std::map<std::string, std::string>> csv_rows(const std::string& text) {
-    std::istringstream in(text);
-    std::string l;
-    std::getline(in, l);
-    const auto head = csv_fields(l);
-    std::vector<std::map<std::string, std::string>> rows;
-    while (std::getline(in, l)) {
-        const auto f = csv_fields(l);
-        std::map<std::string, std::string> r;
-        for (std::size_t i = 0; i < head.size() && i < f.size(); ++i) r[head[i]] = f[i];
-        rows.push_back(r);
-    }
-    return rows;
-}
-
-}  // namespace
+using glimpse::test::csv_rows;
 
 TEST_CASE("batch: relative paths resolve against the JSONL file, equal stems get their line, summary = per-image means",
           "[compare][batch]") {

@@ -20,6 +20,7 @@
 
 #include <glimpse/compare/report_html.hpp>
 
+#include "csv.hpp"
 #include "temp_dir.hpp"
 #include "test_files.hpp"
 #include "test_skip.hpp"
@@ -42,44 +43,7 @@ std::string find_chromium() {
     return ::access("/usr/bin/chromium", X_OK) == 0 ? "/usr/bin/chromium" : "";
 }
 
-// RFC 4180 fields ("" inside quotes is one quote; a status may hold commas).
-std::vector<std::string> csv_split(const std::string& line) {
-    std::vector<std::string> out(1);
-    bool quoted = false;
-    for (std::size_t i = 0; i < line.size(); ++i) {
-        const char c = line[i];
-        if (quoted) {
-            if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-                out.back() += '"';
-                ++i;
-            } else if (c == '"')
-                quoted = false;
-            else
-                out.back() += c;
-        } else if (c == '"')
-            quoted = true;
-        else if (c == ',')
-            out.emplace_back();
-        else
-            out.back() += c;
-    }
-    return out;
-}
-
-std::vector<std::map<std::string, std::string>> csv_rows(const std::string& text) {
-    std::istringstream in(text);
-    std::string l;
-    std::getline(in, l);
-    const auto head = csv_split(l);
-    std::vector<std::map<std::string, std::string>> rows;
-    while (std::getline(in, l)) {
-        const auto f = csv_split(l);
-        std::map<std::string, std::string> r;
-        for (std::size_t i = 0; i < head.size() && i < f.size(); ++i) r[head[i]] = f[i];
-        rows.push_back(r);
-    }
-    return rows;
-}
+using glimpse::test::csv_rows;
 
 // What an attribute's serialized value means (Chromium writes &amp; and &quot;, newer
 // versions &lt; and &gt; too).

@@ -63,6 +63,8 @@ inline task_type parse_task_type(std::string_view s) {
 // 0..1000 grounding convention, x * W / 1000, y * H / 1000.
 enum class box_format { pixels, norm1000 };
 
+inline std::string_view name(box_format f) { return f == box_format::pixels ? "pixels" : "norm1000"; }
+
 inline box_format parse_box_format(std::string_view s) {
     if (s == "pixels") return box_format::pixels;
     if (s == "norm1000") return box_format::norm1000;

@@ -241,20 +241,17 @@ struct batch_report {
 
 namespace detail {
 
-// What every shard of one run must share to be merged: the version, both models, the
-// options, and the defaults the file's lines fall back on.
+// What every shard of one run must share to be merged: the version, the defaults the
+// file's lines fall back on, both models and the options.
 inline nlohmann::ordered_json run_parts(const run_identity& id, const batch_options& o) {
-    return {{"version", GLIMPSE_VERSION_STRING},
-            {"options", id.options},
-            {"defaults",
-             {{"task", std::string(name(o.task))},
-              {"box_format", o.boxes == box_format::pixels ? "pixels" : "norm1000"},
-              {"action", o.action},
-              {"object_category", o.object_category}}},
-            {"base_encoder", id.base_encoder},
-            {"base_head", id.base_head},
-            {"finetuned_encoder", id.finetuned_encoder},
-            {"finetuned_head", id.finetuned_head}};
+    nlohmann::ordered_json parts = {{"version", GLIMPSE_VERSION_STRING},
+                                    {"defaults",
+                                     {{"task", std::string(name(o.task))},
+                                      {"box_format", std::string(name(o.boxes))},
+                                      {"action", o.action},
+                                      {"object_category", o.object_category}}}};
+    id.add_to(parts);
+    return parts;
 }
 
 // Who an image is, whatever became of it.
@@ -310,7 +307,7 @@ inline std::vector<std::string> stale_reasons(const std::filesystem::path& json_
 // Every image of `file` (of its shard, when o.shard splits the file): computed, recomputed
 // (its JSON has another fingerprint) or skipped (the same one). A failing image is
 // reported and marked, the others go on. Whole file: then the CSVs of each task and
-// index.html; a shard: its manifest (compare/batch_merge.hpp folds the shards).
+// index.html; a shard: its manifest (compare/shards.hpp's merge_shards folds the shards).
 // `base`/`finetuned`: the sources `c` was loaded from (their encoder directories are
 // fingerprinted).
 //

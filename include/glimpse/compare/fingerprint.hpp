@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -122,6 +123,15 @@ inline nlohmann::ordered_json figure_identity(const figure_options& f) {
 // What one run shares between its images: both models and the options.
 struct run_identity {
     nlohmann::ordered_json base_encoder, base_head, finetuned_encoder, finetuned_head, options;
+
+    // Appended to `parts` in the order the fingerprint's hash has always seen them.
+    void add_to(nlohmann::ordered_json& parts) const {
+        parts["options"] = options;
+        parts["base_encoder"] = base_encoder;
+        parts["base_head"] = base_head;
+        parts["finetuned_encoder"] = finetuned_encoder;
+        parts["finetuned_head"] = finetuned_head;
+    }
 };
 
 // `precision`: the matmul precision's name (f32 | bf16); `device_kind`: cpu | cuda.
@@ -163,12 +173,8 @@ inline fingerprint make_fingerprint(const run_identity& id, const request& req, 
                {"task", std::string(name(req.task))},
                {"image", file_stamp(image)},
                {"boxes", boxes},
-               {"labels", {{"action", req.action}, {"object_category", req.object_category}}},
-               {"options", id.options},
-               {"base_encoder", id.base_encoder},
-               {"base_head", id.base_head},
-               {"finetuned_encoder", id.finetuned_encoder},
-               {"finetuned_head", id.finetuned_head}};
+               {"labels", {{"action", req.action}, {"object_category", req.object_category}}}};
+    id.add_to(f.parts);
     fnv1a64 h;
     h.add(f.parts.dump());
     f.hash = "fnv1a64:" + h.hex();
@@ -180,34 +186,54 @@ inline bool has_fingerprint(const nlohmann::json& stored) {
            stored["parts"].is_object();
 }
 
+namespace detail {
+
+using part_label = std::pair<const char*, const char*>;  // key in the parts, what to call it
+
+// What differs between two sets of parts: the label of each listed part whose value
+// differs (absent counts as a value), then "option <name>" for each option that differs
+// (`now`'s in their order, then those only `was` has). A non-object counts as empty.
+inline std::vector<std::string> differing_parts(const nlohmann::json& was, const nlohmann::json& now,
+                                                std::span<const part_label> labels) {
+    const nlohmann::json none = nlohmann::json::object(), absent;
+    const auto obj = [&](const nlohmann::json& j) -> const nlohmann::json& { return j.is_object() ? j : none; };
+    const nlohmann::json &w = obj(was), &n = obj(now);
+    const auto options = [&](const nlohmann::json& j) -> const nlohmann::json& {
+        return j.contains("options") ? obj(j["options"]) : none;
+    };
+    const nlohmann::json &wo = options(w), &no = options(n);
+    std::vector<std::string> why;
+    for (const auto& [key, label] : labels)
+        if (w.value(key, absent) != n.value(key, absent)) why.emplace_back(label);
+    for (auto it = no.begin(); it != no.end(); ++it)
+        if (!wo.contains(it.key()) || wo[it.key()] != it.value()) why.push_back("option " + it.key());
+    for (auto it = wo.begin(); it != wo.end(); ++it)
+        if (!no.contains(it.key())) why.push_back("option " + it.key());
+    return why;
+}
+
+}  // namespace detail
+
 // Why a stored result does not match `current`: one reason per part that
 // differs ("fine-tuned head changed", "option alpha changed", ...); empty when
 // it matches. `stored`: the JSON's "fingerprint" member (null when absent).
 inline std::vector<std::string> fingerprint_changes(const nlohmann::json& stored, const fingerprint& current) {
     if (!has_fingerprint(stored)) return {"no fingerprint (written before glimpse-compare stored one)"};
     if (stored["hash"] == current.hash) return {};
-    static const std::pair<const char*, const char*> labels[] = {
-        {"version", "glimpse version changed"},
-        {"task", "task changed"},
-        {"image", "image file changed"},
-        {"boxes", "boxes changed"},
-        {"labels", "action/object_category changed"},
-        {"base_encoder", "base encoder changed"},
-        {"base_head", "base head changed"},
-        {"finetuned_encoder", "fine-tuned encoder changed"},
-        {"finetuned_head", "fine-tuned head changed"},
+    static constexpr detail::part_label labels[] = {
+        {"version", "glimpse version"},
+        {"task", "task"},
+        {"image", "image file"},
+        {"boxes", "boxes"},
+        {"labels", "action/object_category"},
+        {"base_encoder", "base encoder"},
+        {"base_head", "base head"},
+        {"finetuned_encoder", "fine-tuned encoder"},
+        {"finetuned_head", "fine-tuned head"},
     };
-    const nlohmann::json now = nlohmann::json::parse(current.parts.dump());
-    const nlohmann::json& was = stored["parts"];
-    std::vector<std::string> why;
-    for (const auto& [key, label] : labels)
-        if (!was.contains(key) || was[key] != now[key]) why.emplace_back(label);
-    const nlohmann::json none = nlohmann::json::object();
-    const nlohmann::json& wo = was.contains("options") && was["options"].is_object() ? was["options"] : none;
-    for (auto it = now["options"].begin(); it != now["options"].end(); ++it)
-        if (!wo.contains(it.key()) || wo[it.key()] != it.value()) why.push_back("option " + it.key() + " changed");
-    for (auto it = wo.begin(); it != wo.end(); ++it)
-        if (!now["options"].contains(it.key())) why.push_back("option " + it.key() + " changed");
+    std::vector<std::string> why =
+        detail::differing_parts(stored["parts"], nlohmann::json::parse(current.parts.dump()), labels);
+    for (auto& w : why) w += " changed";
     if (why.empty()) why.emplace_back("fingerprint changed");  // same parts, another hash: a changed scheme
     return why;
 }

@@ -31,6 +31,7 @@
 
 #include "glimpse/compare/batch_outputs.hpp"
 #include "glimpse/compare/batch_table.hpp"
+#include "glimpse/compare/fingerprint.hpp"
 #include "glimpse/compare/report_html.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/io/json_file.hpp"
@@ -180,7 +181,7 @@ namespace detail {
 
 // What differs between two shards' runs, by part ("fine-tuned head", "option alpha", ...).
 inline std::vector<std::string> run_differences(const nlohmann::json& a, const nlohmann::json& b) {
-    static const std::pair<const char*, const char*> labels[] = {
+    static constexpr part_label labels[] = {
         {"version", "glimpse version"},
         {"defaults", "defaults (--task_type, --box_format, --action, ...)"},
         {"base_encoder", "base encoder"},
@@ -188,16 +189,7 @@ inline std::vector<std::string> run_differences(const nlohmann::json& a, const n
         {"finetuned_encoder", "fine-tuned encoder"},
         {"finetuned_head", "fine-tuned head"},
     };
-    std::vector<std::string> why;
-    for (const auto& [key, label] : labels)
-        if (a.value(key, nlohmann::json()) != b.value(key, nlohmann::json())) why.emplace_back(label);
-    const nlohmann::json ao = a.value("options", nlohmann::json::object()),
-                         bo = b.value("options", nlohmann::json::object());
-    std::map<std::string, int> keys;
-    for (auto it = ao.begin(); it != ao.end(); ++it) keys[it.key()];
-    for (auto it = bo.begin(); it != bo.end(); ++it) keys[it.key()];
-    for (const auto& [k, _] : keys)
-        if (ao.value(k, nlohmann::json()) != bo.value(k, nlohmann::json())) why.push_back("option " + k);
+    std::vector<std::string> why = differing_parts(a, b, labels);
     if (why.empty() && a != b) why.emplace_back("run record");
     return why;
 }
@@ -260,9 +252,10 @@ inline merge_result merge_shards(const std::vector<std::filesystem::path>& dirs,
         const std::string where = "--merge: '" + file.string() + "'";
         glimpse::detail::check(m.shard.k == k && m.shard.n == n, where, ": holds shard ", m.shard.str(),
                                ", its name says ", k, "/", n);
+        std::vector<image_row> rows = std::move(m.rows);
+        m.rows.clear();
         if (out.manifests.empty()) {
             out.first = m;
-            out.first.rows.clear();
             seen.assign(static_cast<std::size_t>(m.images), 0);
         } else {
             glimpse::detail::check(m.batch_hash == out.first.batch_hash && m.images == out.first.images, where,
@@ -276,7 +269,7 @@ inline merge_result merge_shards(const std::vector<std::filesystem::path>& dirs,
                                       w, " differ");
             }
         }
-        for (auto& r : m.rows) {
+        for (auto& r : rows) {
             glimpse::detail::check(r.index >= 0 && r.index < m.images && m.shard.owns(r.index), where, ": image ",
                                    r.index, " ('", r.id, "') is not one of shard ", m.shard.str(), "'s");
             glimpse::detail::check(!seen[static_cast<std::size_t>(r.index)], where, ": image ", r.index,

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "glimpse/analysis/attention_stats.hpp"
 #include "glimpse/core/backend.hpp"
 #include "glimpse/core/error.hpp"
 #include "glimpse/core/tensor.hpp"
@@ -140,8 +141,8 @@ double mass_on_box_patches(B& be, const cview& pooled, const focus_target& t) {
                   "box focus: pooled map ", p.shape().str(), " for ", t.in_box.size(), " tokens");
     double m = 0;
     for (std::int64_t j = 0; j < H; ++j)
-        for (std::int64_t k = 0; k < S; ++k)
-            if (t.in_box[static_cast<std::size_t>(k)]) m += p.ptr<float>()[j * S + k];
+        m += analysis::mass_on_patches(std::span<const float>(p.ptr<float>() + j * S, static_cast<std::size_t>(S)),
+                                       t.in_box);
     return m / static_cast<double>(H);
 }
 
