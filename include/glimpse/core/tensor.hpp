@@ -76,6 +76,29 @@ public:
         return true;
     }
 
+    // The view as [m, n] rows, n its last dim (unit stride), the leading dims collapsed into one
+    // row index with the single stride `ld` between rows; false when they do not collapse (then
+    // m, n, ld are unspecified). Dims of size 1 may carry any stride. The layout every row-wise
+    // op of a backend (norms, softmax, elementwise) runs on in one pass.
+    bool rows(std::int64_t& m, std::int64_t& n, std::int64_t& ld) const noexcept {
+        if (rank() == 0 || stride(-1) != 1) return false;
+        n = size(-1);
+        m = n == 0 ? 0 : numel() / n;
+        ld = n;
+        // Walk the leading dims inwards-out; `inner` is the extent a row index covers so far.
+        std::int64_t inner = 0;
+        for (int i = rank() - 2; i >= 0; --i) {
+            const std::int64_t s = shape_[i], st = strides_[static_cast<std::size_t>(i)];
+            if (s == 1) continue;
+            if (inner == 0)
+                ld = st;
+            else if (st != inner)
+                return false;
+            inner = st * s;
+        }
+        return true;
+    }
+
     // Typed element pointer; the dtype must match.
     template <class T>
     auto ptr() const {

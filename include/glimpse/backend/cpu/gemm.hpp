@@ -1,0 +1,201 @@
+#pragma once
+// The cpu backend's gemm op (core/backend.hpp's contract: batches, transposes, alpha/beta, a
+// bias [N], weights in their storage dtype) and the choice of kernel for each 2-D product:
+//   amx       bf16 matmul precision on AMX tiles (cpu/bf16_gemm.hpp)
+//   packed    our packed AVX-512 kernels (cpu/packed_gemm.hpp): every bf16-precision product at
+//             level avx512 and above, and f32 products in a Linear's layout (rows of op(A) and
+//             of op(B) contiguous in K), where the kernel beats the BLAS (docs/benchmarks.md)
+//   blas      f32 through sgemm (cpu/sgemm.hpp), narrow weights widened a panel at a time
+//   emulated  bf16 matmul precision below AVX-512: rounded operands through sgemm
+// The level (cpu_isa) and the precision are the backend object's; gemm_dispatch is a value.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "glimpse/backend/cpu/bf16_gemm.hpp"
+#include "glimpse/backend/cpu/isa.hpp"
+#include "glimpse/backend/cpu/packed_gemm.hpp"
+#include "glimpse/backend/cpu/row_loops.hpp"
+#include "glimpse/backend/cpu/sgemm.hpp"
+#include "glimpse/backend/op_checks.hpp"
+#include "glimpse/core/backend.hpp"
+
+namespace glimpse::detail::cpu_impl {
+
+enum class gemm_route { amx, packed, blas, emulated };
+
+struct gemm_dispatch {
+    cpu_isa isa;
+    matmul_precision precision;
+
+    // Panel height of weight widening on the blas and emulated routes: memory stays at the
+    // weights' storage size while the math is f32.
+    static constexpr std::int64_t kPanel = 256;
+
+    gemm_route route_for(bool linear_layout, std::int64_t k) const {
+        const bool bf16 = precision == matmul_precision::bf16;
+#if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
+        if (bf16 && k > 0 && isa == cpu_isa::amx) return gemm_route::amx;
+#endif
+#if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+        if (bf16 && k > 0 && isa >= cpu_isa::avx512) return gemm_route::packed;
+        if (!bf16 && isa >= cpu_isa::avx512 && k > 0 && linear_layout) return gemm_route::packed;
+#else
+        (void)linear_layout;
+#endif
+        return bf16 ? gemm_route::emulated : gemm_route::blas;
+    }
+
+    gemm_route route(const cview& A, const cview& B, const gemm_args& g, std::int64_t k) const {
+        // A Linear's layout: rows of op(A) and columns of op(B) contiguous in K, f32 or bf16.
+        const auto row_major = [](const cview& x, bool trans_is_rows) {
+            return trans_is_rows && x.stride(-1) == 1 && (x.type() == dtype::f32 || x.type() == dtype::bf16);
+        };
+        return route_for(row_major(A, !g.trans_a) && row_major(B, g.trans_b), k);
+    }
+
+    // The kernel a Linear's gemm runs on, named (for --verbose and benchmark labels).
+    std::string_view kernel_name() const {
+        switch (route_for(true, 1)) {
+            case gemm_route::amx:
+                return "bf16 on AMX tiles";
+            case gemm_route::packed:
+                if (precision == matmul_precision::f32) return "f32 packed FMA (avx512)";
+                return isa >= cpu_isa::avx512_bf16 ? "bf16 on VDPBF16PS (avx512_bf16)"
+                                                   : "bf16 emulated: packed f32 FMA on rounded operands";
+            case gemm_route::emulated:
+                return "bf16 emulated: sgemm on rounded operands";
+            case gemm_route::blas:
+                break;
+        }
+        return "f32 BLAS sgemm";
+    }
+
+    // The op: C = alpha op(A) op(B) + beta C (+ bias) for every batch.
+    void run(const cview& a, const cview& b, const view& c, const gemm_args& g, const cview& bias) const {
+        const auto d = detail::check_gemm(a, b, c, g, bias);
+        std::vector<float> bias_f32(static_cast<std::size_t>(bias.empty() ? 0 : d.n));
+        if (!bias.empty()) widen(bias.reshape(shape{1, d.n}), 0, 1, 0, d.n, bias_f32.data());
+        for (std::int64_t p = 0; p < d.batch; ++p) {
+            const cview A = d.batched_a ? a.select(0, p) : a;
+            const cview B = d.batched_b ? b.select(0, p) : b;
+            const view C = c.rank() == 3 ? c.select(0, p) : c;
+            // The packed kernels add the bias as they store C. Elsewhere, with beta = 0, it goes
+            // in first and the product adds onto it (beta = 1): one pass over C instead of a
+            // second full read-modify-write after the GEMM.
+            gemm_args gb = g;
+            const float* epilogue = nullptr;
+            if (!bias.empty()) {
+                if (route(A, B, g, d.k) == gemm_route::packed)
+                    epilogue = bias_f32.data();
+                else if (g.beta == 0.0f) {
+                    bias_rows(C, bias_f32);
+                    gb.beta = 1.0f;
+                }
+            }
+            gemm2d(A, B, C, gb, d.m, d.n, d.k, epilogue);
+            if (!bias.empty() && !epilogue && g.beta != 0.0f) add_bias(C, bias_f32);
+#ifdef GLIMPSE_PLANT_GEMM_ERROR
+            // Test-suite audit only (never in a normal build): every GEMM result off by
+            // this relative amount, as a less accurate kernel would be. The suite must
+            // fail at 1e-5 (see docs/design.md, "Builds and tests").
+            detail::for_each_offset(C, [&](std::int64_t, std::int64_t off) {
+                const float v = load_f32(C.data(), C.type(), off);
+                store_f32(C.data(), C.type(), off, v * (1.0f + static_cast<float>(GLIMPSE_PLANT_GEMM_ERROR)));
+            });
+#endif
+        }
+    }
+
+private:
+    // C = alpha op(A) op(B) + beta C, + bias_epilogue [n] on the packed route (else null).
+    void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
+                std::int64_t k, const float* bias_epilogue) const {
+        const gemm_route r = route(A, B, g, k);
+        if (precision == matmul_precision::bf16) {
+            gemm2d_bf16(A, B, C, g, m, n, k, r, bias_epilogue);
+            return;
+        }
+#if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+        if (r == gemm_route::packed) {
+            packed::gemm({A.data(), A.type(), A.stride(0), false}, {B.data(), B.type(), B.stride(0), true}, m, n, k,
+                         g.alpha, g.beta, C.ptr<float>(), C.stride(0), packed::slots::f32, bias_epilogue);
+            return;
+        }
+#endif
+        tensor af;
+        const cview Af = as_f32(A, af);
+        float* c = C.ptr<float>();
+        if (B.type() == dtype::f32) {
+            sgemm(g.trans_a, g.trans_b, m, n, k, g.alpha, Af.ptr<float>(), Af.stride(0), B.ptr<float>(), B.stride(0),
+                  g.beta, c, C.stride(0));
+            return;
+        }
+        // Narrow weights: widen one panel of output columns at a time.
+        std::vector<float> panel(static_cast<std::size_t>(std::min(kPanel, n) * k));
+        for (std::int64_t n0 = 0; n0 < n; n0 += kPanel) {
+            const std::int64_t n1 = std::min(n, n0 + kPanel), nb = n1 - n0;
+            if (g.trans_b)
+                widen(B, n0, n1, 0, k, panel.data());  // rows of [N, K]
+            else
+                widen(B, 0, k, n0, n1, panel.data());  // columns of [K, N]
+            sgemm(g.trans_a, g.trans_b, m, nb, k, g.alpha, Af.ptr<float>(), Af.stride(0), panel.data(),
+                  g.trans_b ? k : nb, g.beta, c + n0, C.stride(0));
+        }
+    }
+
+    void gemm2d_bf16(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
+                     std::int64_t k, gemm_route r, const float* bias_epilogue) const {
+        const gemm_operand a{A.data(), A.type(), A.stride(0), g.trans_a};
+        const gemm_operand b{B.data(), B.type(), B.stride(0), g.trans_b};
+        float* c = C.ptr<float>();
+#if defined(GLIMPSE_CPU_HAVE_AMX_CODE)
+        if (r == gemm_route::amx) {
+            bf16_gemm_amx(a, b, m, n, k, g.alpha, g.beta, c, C.stride(0));
+            return;
+        }
+#endif
+#if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+        if (r == gemm_route::packed) {
+            packed::gemm(a, b, m, n, k, g.alpha, g.beta, c, C.stride(0),
+                         isa >= cpu_isa::avx512_bf16 ? packed::slots::bf16_pairs : packed::slots::bf16_rounded,
+                         bias_epilogue);
+            return;
+        }
+#else
+        (void)r;
+        (void)bias_epilogue;
+#endif
+        // The emulation: the same rounded operands through sgemm, op(B) a panel of columns at a time.
+        const std::vector<float> ar = rounded_dense(a, m, k);
+        std::vector<float> panel(static_cast<std::size_t>(std::min(kPanel, n) * k));
+        for (std::int64_t n0 = 0; n0 < n; n0 += kPanel) {
+            const std::int64_t nb = std::min(kPanel, n - n0);
+            parallel_rows(nb, k, [&](std::int64_t j) {
+                for (std::int64_t kk = 0; kk < k; ++kk)
+                    panel[static_cast<std::size_t>(j * k + kk)] = round_bf16(operand_at(b, kk, n0 + j));
+            });
+            sgemm(false, true, m, nb, k, g.alpha, ar.data(), k, panel.data(), k, g.beta, c + n0, C.stride(0));
+        }
+    }
+
+    // C[i, :] = b for every row.
+    static void bias_rows(const view& C, const std::vector<float>& b) {
+        const std::int64_t m = C.size(0), n = C.size(1);
+        float* c = C.ptr<float>();
+        parallel_rows(m, n, [&](std::int64_t i) {
+            std::memcpy(c + i * C.stride(0), b.data(), static_cast<std::size_t>(n) * sizeof(float));
+        });
+    }
+
+    static void add_bias(const view& C, const std::vector<float>& b) {
+        const std::int64_t m = C.size(0), n = C.size(1);
+        float* c = C.ptr<float>();
+        parallel_rows(m, n, [&](std::int64_t i) { ArrMap(c + i * C.stride(0), n) += ArrMapC(b.data(), n); });
+    }
+};
+
+}  // namespace glimpse::detail::cpu_impl
