@@ -61,7 +61,7 @@ struct head_kv {
 };
 
 template <Backend B>
-class heatmap_attention_head {
+class heatmap_attention_head : public nn::visits_parameters<heatmap_attention_head<B>> {
 public:
     using tensor_t = typename B::tensor;
 
@@ -97,15 +97,6 @@ public:
         a.heads = heads;
         a.rope = rope;
         return a;
-    }
-
-    template <class F>
-    void visit(const std::string& p, F&& f) {
-        visit_impl(*this, p, f);
-    }
-    template <class F>
-    void visit(const std::string& p, F&& f) const {
-        visit_impl(*this, p, f);
     }
 
     // The path `forward` takes for S tokens with U distinct heatmap values.
@@ -276,8 +267,9 @@ private:
                       dim / heads);
     }
 
+    friend struct nn::visits_parameters<heatmap_attention_head>;
     template <class Self, class F>
-    static void visit_impl(Self& self, const std::string& p, F& f) {
+    static void parameters(Self& self, const std::string& p, F& f) {
         self.q_proj.visit(join_name(p, "q_proj"), f);
         self.k_proj.visit(join_name(p, "k_proj"), f);
         self.v_proj.visit(join_name(p, "v_proj"), f);

@@ -47,7 +47,7 @@ struct head_block_kv {
 };
 
 template <Backend B, block_kind Kind>
-class heatmap_head {
+class heatmap_head : public nn::visits_parameters<heatmap_head<B, Kind>> {
 public:
     using tensor_t = typename B::tensor;
     using norm_t = typename Kind::template norm<B>;
@@ -78,15 +78,6 @@ public:
         b.norm2 = norm_t::load(be, src, join_name(prefix, "norm2"), c.dim, c.eps);
         b.mlp = mlp_t::load(be, src, join_name(prefix, "mlp"), c.dim, c.intermediate);
         return b;
-    }
-
-    template <class F>
-    void visit(const std::string& p, F&& f) {
-        visit_impl(*this, p, f);
-    }
-    template <class F>
-    void visit(const std::string& p, F&& f) const {
-        visit_impl(*this, p, f);
     }
 
     // delta [S, D] with z = x + delta. `in.x` are the un-normalised features.
@@ -142,8 +133,9 @@ public:
     }
 
 private:
+    friend struct nn::visits_parameters<heatmap_head>;
     template <class Self, class F>
-    static void visit_impl(Self& self, const std::string& p, F& f) {
+    static void parameters(Self& self, const std::string& p, F& f) {
         self.norm1.visit(join_name(p, "norm1"), f);
         self.attn.visit(join_name(p, "attn"), f);
         self.norm2.visit(join_name(p, "norm2"), f);

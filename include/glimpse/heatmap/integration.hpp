@@ -129,19 +129,14 @@ public:
     std::span<entry> entries() { return entries_; }
     std::span<const entry> entries() const { return entries_; }
 
+    // Every head's parameters and its gate, under the head's prefix.
     template <class F>
     void visit(F&& f) {
-        for (std::size_t i = 0; i < entries_.size(); ++i) {
-            entries_[i].head.visit(prefix_of(i), f);
-            if (!is_empty(entries_[i].gate)) f(prefix_of(i) + ".gate", entries_[i].gate);
-        }
+        visit_entries(*this, f);
     }
     template <class F>
     void visit(F&& f) const {
-        for (std::size_t i = 0; i < entries_.size(); ++i) {
-            entries_[i].head.visit(prefix_of(i), f);
-            if (!is_empty(entries_[i].gate)) f(prefix_of(i) + ".gate", entries_[i].gate);
-        }
+        visit_entries(*this, f);
     }
 
     bool applies_at(const site& s) const {
@@ -168,6 +163,14 @@ public:
 
 private:
     static bool is_empty(const tensor_t& t) { return t.shape().rank() == 0; }
+
+    template <class Self, class F>
+    static void visit_entries(Self& self, F& f) {
+        for (std::size_t i = 0; i < self.entries_.size(); ++i) {
+            self.entries_[i].head.visit(self.prefix_of(i), f);
+            if (!is_empty(self.entries_[i].gate)) f(self.prefix_of(i) + ".gate", self.entries_[i].gate);
+        }
+    }
 
     static tensor_t gate_init(B& be, combine_mode m, std::int64_t dim) {
         if (m == combine_mode::gated_scalar) return be.alloc(shape{1}, dtype::f32);

@@ -39,7 +39,7 @@
 namespace glimpse::models {
 
 template <Backend B, nn::block_kind Kind>
-struct qwen_vision_block {
+struct qwen_vision_block : nn::visits_parameters<qwen_vision_block<B, Kind>> {
     using tensor_t = typename B::tensor;
     using norm_t = typename Kind::template norm<B>;
     using mlp_t = typename Kind::template mlp<B>;
@@ -147,13 +147,13 @@ struct qwen_vision_block {
         be.add(x, m.cv(), x, 1.0f);
     }
 
-    template <class F>
-    void visit(const std::string& p, F&& f) const {
-        norm1.visit(join_name(p, "norm1"), f);
-        qkv.visit(join_name(p, "attn.qkv"), f);
-        proj.visit(join_name(p, "attn.proj"), f);
-        norm2.visit(join_name(p, "norm2"), f);
-        mlp.visit(join_name(p, "mlp"), f);
+    template <class Self, class F>
+    static void parameters(Self& self, const std::string& p, F& f) {
+        self.norm1.visit(join_name(p, "norm1"), f);
+        self.qkv.visit(join_name(p, "attn.qkv"), f);
+        self.proj.visit(join_name(p, "attn.proj"), f);
+        self.norm2.visit(join_name(p, "norm2"), f);
+        self.mlp.visit(join_name(p, "mlp"), f);
     }
 };
 

@@ -12,7 +12,7 @@
 namespace glimpse::nn {
 
 template <Backend B>
-struct linear {
+struct linear : visits_parameters<linear<B>> {
     using tensor_t = typename B::tensor;
     tensor_t weight;  // [out, in]
     tensor_t bias;    // [out], or empty without bias
@@ -52,18 +52,8 @@ struct linear {
         return y;
     }
 
-    template <class F>
-    void visit(const std::string& prefix, F&& f) {
-        visit_impl(*this, prefix, f);
-    }
-    template <class F>
-    void visit(const std::string& prefix, F&& f) const {
-        visit_impl(*this, prefix, f);
-    }
-
-private:
     template <class Self, class F>
-    static void visit_impl(Self& self, const std::string& prefix, F& f) {
+    static void parameters(Self& self, const std::string& prefix, F& f) {
         f(join_name(prefix, "weight"), self.weight);
         if (self.has_bias) f(join_name(prefix, "bias"), self.bias);
     }

@@ -12,17 +12,20 @@
 namespace glimpse::nn {
 
 template <Backend B>
-struct swiglu_mlp {
+struct swiglu_mlp : visits_parameters<swiglu_mlp<B>> {
     using tensor_t = typename B::tensor;
     linear<B> gate_proj, up_proj, down_proj;
 
     static swiglu_mlp init(B& be, std::int64_t d, std::int64_t inter, rng& g, dtype t = dtype::f32) {
-        return {linear<B>::init(be, d, inter, true, g, t), linear<B>::init(be, d, inter, true, g, t),
+        return {{},
+                linear<B>::init(be, d, inter, true, g, t),
+                linear<B>::init(be, d, inter, true, g, t),
                 linear<B>::init(be, inter, d, true, g, t)};
     }
     template <param_source S>
     static swiglu_mlp load(B& be, const S& src, const std::string& p, std::int64_t d, std::int64_t inter) {
-        return {linear<B>::load(be, src, join_name(p, "gate_proj"), d, inter, true),
+        return {{},
+                linear<B>::load(be, src, join_name(p, "gate_proj"), d, inter, true),
                 linear<B>::load(be, src, join_name(p, "up_proj"), d, inter, true),
                 linear<B>::load(be, src, join_name(p, "down_proj"), inter, d, true)};
     }
@@ -34,18 +37,8 @@ struct swiglu_mlp {
         be.swiglu(g.cv(), u.cv(), g.v());  // in place: elementwise
         return down_proj(be, g.cv());
     }
-    template <class F>
-    void visit(const std::string& p, F&& f) {
-        visit_impl(*this, p, f);
-    }
-    template <class F>
-    void visit(const std::string& p, F&& f) const {
-        visit_impl(*this, p, f);
-    }
-
-private:
     template <class Self, class F>
-    static void visit_impl(Self& self, const std::string& p, F& f) {
+    static void parameters(Self& self, const std::string& p, F& f) {
         self.gate_proj.visit(join_name(p, "gate_proj"), f);
         self.up_proj.visit(join_name(p, "up_proj"), f);
         self.down_proj.visit(join_name(p, "down_proj"), f);
@@ -53,20 +46,22 @@ private:
 };
 
 template <Backend B>
-struct gelu_mlp {
+struct gelu_mlp : visits_parameters<gelu_mlp<B>> {
     using tensor_t = typename B::tensor;
     linear<B> linear_fc1, linear_fc2;
     activation act = activation::gelu_tanh;
 
     static gelu_mlp init(B& be, std::int64_t d, std::int64_t inter, rng& g, dtype t = dtype::f32,
                          activation a = activation::gelu_tanh) {
-        return {linear<B>::init(be, d, inter, true, g, t), linear<B>::init(be, inter, d, true, g, t), a};
+        return {{}, linear<B>::init(be, d, inter, true, g, t), linear<B>::init(be, inter, d, true, g, t), a};
     }
     template <param_source S>
     static gelu_mlp load(B& be, const S& src, const std::string& p, std::int64_t d, std::int64_t inter,
                          activation a = activation::gelu_tanh) {
-        return {linear<B>::load(be, src, join_name(p, "linear_fc1"), d, inter, true),
-                linear<B>::load(be, src, join_name(p, "linear_fc2"), inter, d, true), a};
+        return {{},
+                linear<B>::load(be, src, join_name(p, "linear_fc1"), d, inter, true),
+                linear<B>::load(be, src, join_name(p, "linear_fc2"), inter, d, true),
+                a};
     }
     std::int64_t intermediate() const { return linear_fc1.out_features(); }
 
@@ -75,18 +70,8 @@ struct gelu_mlp {
         be.activate(act, h.cv(), h.v());
         return linear_fc2(be, h.cv());
     }
-    template <class F>
-    void visit(const std::string& p, F&& f) {
-        visit_impl(*this, p, f);
-    }
-    template <class F>
-    void visit(const std::string& p, F&& f) const {
-        visit_impl(*this, p, f);
-    }
-
-private:
     template <class Self, class F>
-    static void visit_impl(Self& self, const std::string& p, F& f) {
+    static void parameters(Self& self, const std::string& p, F& f) {
         self.linear_fc1.visit(join_name(p, "linear_fc1"), f);
         self.linear_fc2.visit(join_name(p, "linear_fc2"), f);
     }

@@ -12,17 +12,23 @@
 namespace glimpse::nn {
 
 template <Backend B>
-struct rms_norm {
+struct rms_norm : visits_parameters<rms_norm<B>> {
     using tensor_t = typename B::tensor;
     tensor_t weight;  // [D]
     float eps = 1e-6f;
 
     static rms_norm init(B& be, std::int64_t d, float eps = 1e-6f) {
-        return {be.upload(constant_tensor(shape{d}, 1.0f).cv()), eps};
+        rms_norm n;
+        n.weight = be.upload(constant_tensor(shape{d}, 1.0f).cv());
+        n.eps = eps;
+        return n;
     }
     template <param_source S>
     static rms_norm load(B& be, const S& src, const std::string& prefix, std::int64_t d, float eps = 1e-6f) {
-        return {load_param(be, src, join_name(prefix, "weight"), shape{d}), eps};
+        rms_norm n;
+        n.weight = load_param(be, src, join_name(prefix, "weight"), shape{d});
+        n.eps = eps;
+        return n;
     }
     void forward(B& be, const cview& x, const view& y) const { be.rms_norm(x, weight.cv(), eps, y); }
     tensor_t operator()(B& be, const cview& x) const {
@@ -30,30 +36,33 @@ struct rms_norm {
         forward(be, x, y.v());
         return y;
     }
-    template <class F>
-    void visit(const std::string& prefix, F&& f) const {
-        f(join_name(prefix, "weight"), weight);
-    }
-    template <class F>
-    void visit(const std::string& prefix, F&& f) {
-        f(join_name(prefix, "weight"), weight);
+    template <class Self, class F>
+    static void parameters(Self& self, const std::string& prefix, F& f) {
+        f(join_name(prefix, "weight"), self.weight);
     }
 };
 
 template <Backend B>
-struct layer_norm {
+struct layer_norm : visits_parameters<layer_norm<B>> {
     using tensor_t = typename B::tensor;
     tensor_t weight;  // [D]
     tensor_t bias;    // [D]
     float eps = 1e-6f;
 
     static layer_norm init(B& be, std::int64_t d, float eps = 1e-6f) {
-        return {be.upload(constant_tensor(shape{d}, 1.0f).cv()), be.upload(constant_tensor(shape{d}, 0.0f).cv()), eps};
+        layer_norm n;
+        n.weight = be.upload(constant_tensor(shape{d}, 1.0f).cv());
+        n.bias = be.upload(constant_tensor(shape{d}, 0.0f).cv());
+        n.eps = eps;
+        return n;
     }
     template <param_source S>
     static layer_norm load(B& be, const S& src, const std::string& prefix, std::int64_t d, float eps = 1e-6f) {
-        return {load_param(be, src, join_name(prefix, "weight"), shape{d}),
-                load_param(be, src, join_name(prefix, "bias"), shape{d}), eps};
+        layer_norm n;
+        n.weight = load_param(be, src, join_name(prefix, "weight"), shape{d});
+        n.bias = load_param(be, src, join_name(prefix, "bias"), shape{d});
+        n.eps = eps;
+        return n;
     }
     void forward(B& be, const cview& x, const view& y) const { be.layer_norm(x, weight.cv(), bias.cv(), eps, y); }
     tensor_t operator()(B& be, const cview& x) const {
@@ -61,18 +70,8 @@ struct layer_norm {
         forward(be, x, y.v());
         return y;
     }
-    template <class F>
-    void visit(const std::string& prefix, F&& f) {
-        visit_impl(*this, prefix, f);
-    }
-    template <class F>
-    void visit(const std::string& prefix, F&& f) const {
-        visit_impl(*this, prefix, f);
-    }
-
-private:
     template <class Self, class F>
-    static void visit_impl(Self& self, const std::string& prefix, F& f) {
+    static void parameters(Self& self, const std::string& prefix, F& f) {
         f(join_name(prefix, "weight"), self.weight);
         f(join_name(prefix, "bias"), self.bias);
     }

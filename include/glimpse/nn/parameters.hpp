@@ -6,7 +6,9 @@
 // load from any of them and name the missing or mis-shaped tensor when they
 // can't. Every layer also has `visit(prefix, f)`, calling f(name, tensor&) for
 // each parameter with its full dotted name: saving, counting, initialising and
-// (later) optimising are written once on top of it.
+// optimising are written once on top of it. A layer lists its parameters once, in a
+// static `parameters(self, prefix, f)`, and inherits both visits (const and not)
+// from nn::visits_parameters.
 
 #include <concepts>
 #include <map>
@@ -70,3 +72,23 @@ inline std::string join_name(const std::string& prefix, const char* leaf) {
 }
 
 }  // namespace glimpse
+
+namespace glimpse::nn {
+
+// visit(prefix, f) on a layer, mutable and const, from the one list its Derived keeps in
+// `template <class Self, class F> static void parameters(Self& self, const std::string& prefix,
+// F& f)` (Self is Derived or const Derived; C++20 has no explicit object parameter to say it
+// once otherwise). An empty base: a layer stays an aggregate, brace-initialised {{}, members...}.
+template <class Derived>
+struct visits_parameters {
+    template <class F>
+    void visit(const std::string& prefix, F&& f) {
+        Derived::parameters(static_cast<Derived&>(*this), prefix, f);
+    }
+    template <class F>
+    void visit(const std::string& prefix, F&& f) const {
+        Derived::parameters(static_cast<const Derived&>(*this), prefix, f);
+    }
+};
+
+}  // namespace glimpse::nn
