@@ -1,5 +1,5 @@
 // The cpu backend's run-time choice of SIMD kernels (backend/cpu/isa.hpp): every level the CPU
-// has is run by the op tests (backend_check.hpp); this file checks the choosing itself and
+// has is run by the op table (op_table.hpp); this file checks the choosing itself and
 // says, visibly, which levels this machine cannot test.
 
 #include <catch2/catch.hpp>

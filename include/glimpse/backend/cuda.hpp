@@ -26,6 +26,7 @@
 // synchronize() wait. Errors are glimpse::error naming the failing CUDA/cuBLAS call.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -105,6 +106,10 @@ public:
     static device_info info(int device);
 
     const cuda_options& options() const noexcept;
+    // Each time an op ran a slower kernel than the one asked for, and why (today: attention on
+    // the plain f32 kernel where the tensor-core one does not take the shape), with counts;
+    // tools print them under --verbose and the op table with each case.
+    const std::map<std::string, std::int64_t>& fallbacks() const noexcept;
     detail::cuda_impl::stream_t stream() const noexcept;
     detail::cuda_impl::device_arena& arena() noexcept;
     void synchronize();

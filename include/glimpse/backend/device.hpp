@@ -20,6 +20,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "glimpse/backend/cpu.hpp"
 #include "glimpse/core/error.hpp"
@@ -81,6 +82,18 @@ std::string describe_kernels(const B& be) {
         return describe_cpu_isa(be.isa()) + "; gemm " + std::string(be.gemm_kernel());
     else
         return std::string(B::name());
+}
+
+// The slower kernels a backend ran instead of the ones asked for, one line each with its count
+// ("attention: plain f32 kernel instead of the tensor-core one (head dim 40 ...) x 12"), for the
+// tools' --verbose at the end of a run; empty when there were none or the backend never falls
+// back (cpu: its kernels are chosen up front, describe_kernels says which).
+template <class B>
+std::vector<std::string> describe_fallbacks(const B& be) {
+    std::vector<std::string> lines;
+    if constexpr (requires { be.fallbacks(); })
+        for (const auto& [why, count] : be.fallbacks()) lines.push_back(why + " x " + std::to_string(count));
+    return lines;
 }
 
 // f(be) with be a glimpse::cpu or glimpse::cuda constructed for `d`.

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct context {
     cudaStream_t stream = nullptr;
     cublasHandle_t blas = nullptr;
     std::shared_ptr<device_arena> arena;
+    std::map<std::string, std::int64_t> fallbacks;  // cuda::fallbacks()
 
     void activate() const { GLIMPSE_CUDA_CHECK(cudaSetDevice(opt.device)); }
     ~context() {
@@ -78,21 +80,6 @@ strided desc(const cview& v) {
         s.stride[i] = v.stride(i);
     }
     return s;
-}
-
-// [M, N] rows of x with one stride between them (the leading dims collapse), unit inner stride.
-bool rows_of(const cview& x, std::int64_t& m, std::int64_t& n, std::int64_t& ld) {
-    if (x.rank() == 0 || x.stride(-1) != 1) return false;
-    n = x.size(-1);
-    m = n == 0 ? 0 : x.numel() / n;
-    if (x.rank() == 1) {
-        ld = n;
-        return true;
-    }
-    ld = x.stride(-2);
-    for (int i = x.rank() - 3; i >= 0; --i)
-        if (x.size(i) != 1 && x.stride(i) != x.stride(i + 1) * x.size(i + 1)) return false;
-    return true;
 }
 
 std::int64_t checked_int(std::int64_t v, const char* what) {
@@ -166,6 +153,8 @@ cuda::cuda(const cuda_options& opt) : ctx_(std::make_unique<ci::context>()) {
 cuda::~cuda() = default;
 cuda::cuda(cuda&&) noexcept = default;
 cuda& cuda::operator=(cuda&&) noexcept = default;
+
+const std::map<std::string, std::int64_t>& cuda::fallbacks() const noexcept { return ctx_->fallbacks; }
 
 const cuda_options& cuda::options() const noexcept { return ctx_->opt; }
 ci::stream_t cuda::stream() const noexcept { return ctx_->stream; }
@@ -254,11 +243,11 @@ namespace {
 
 // x as rows (a contiguous copy of the same dtype in `holder` when its rows do not collapse).
 ci::rows_in rows_input(ci::context& c, const cview& x, device_tensor& holder) {
-    std::int64_t m, n, ld;
-    if (ci::rows_of(x, m, n, ld)) return {x.data(), x.type(), m, n, ld};
+    std::int64_t m = 0, n = 0, ld = 0;
+    if (x.rows(m, n, ld)) return {x.data(), x.type(), m, n, ld};
     holder = device_tensor(c.arena, x.shape(), x.type(), c.stream);
     ci::launch_copy(ci::desc(x), ci::desc(holder.cv()), c.stream);
-    ci::rows_of(holder.cv(), m, n, ld);
+    holder.cv().rows(m, n, ld);
     return {holder.data(), x.type(), m, n, ld};
 }
 
@@ -275,14 +264,14 @@ const void* vector_input(ci::context& c, const cview& v, device_tensor& holder) 
 // copied into `out` afterwards (seeded from `out` when f reads it: in-place ops).
 template <class F>
 void with_rows_out(ci::context& c, const view& out, bool reads_out, F&& f) {
-    std::int64_t m, n, ld;
-    if (ci::rows_of(out, m, n, ld)) {
+    std::int64_t m = 0, n = 0, ld = 0;
+    if (out.rows(m, n, ld)) {
         f(ci::rows_out{reinterpret_cast<float*>(out.data()), m, n, ld});
         return;
     }
     device_tensor tmp(c.arena, out.shape(), dtype::f32, c.stream);
     if (reads_out) ci::launch_copy(ci::desc(out), ci::desc(tmp.cv()), c.stream);
-    ci::rows_of(tmp.cv(), m, n, ld);
+    tmp.cv().rows(m, n, ld);
     f(ci::rows_out{reinterpret_cast<float*>(tmp.data()), m, n, ld});
     ci::launch_copy(ci::desc(tmp.cv()), ci::desc(out), c.stream);
 }
@@ -411,9 +400,9 @@ void cuda::swiglu(const cview& gate, const cview& up, const view& out) {
 // ---- row-wise -----------------------------------------------------------------------------
 
 void cuda::softmax_rows(const view& x, float scale) {
-    std::int64_t m, n, ld;
+    std::int64_t m = 0, n = 0, ld = 0;
     detail::check_f32(x, "softmax_rows", "x");
-    detail::check(ci::rows_of(x, m, n, ld), "softmax_rows: x ", x.shape().str(), " must have rows with unit stride");
+    detail::check(x.rows(m, n, ld), "softmax_rows: x ", x.shape().str(), " must have rows with unit stride");
     ctx_->activate();
     ci::expect_device(x, "softmax_rows", "x");
     ci::launch_softmax_rows(ci::rows_out{reinterpret_cast<float*>(x.data()), m, n, ld}, scale, ctx_->stream);
@@ -515,6 +504,19 @@ void cuda::attention(const cview& q, const cview& k, const cview& v, const view&
         reinterpret_cast<std::uintptr_t>(out.data()) % 8 == 0 && out.stride(0) % 2 == 0 && out.stride(1) % 2 == 0;
     const bool fast =
         !C.opt.attention_reference && d.d == d.dv && ci::flash_head_dim_supported(d.d) && out_pairs && d.h <= 65535;
+    if (!fast && !C.opt.attention_reference) {
+        // Said, not silent: the caller asked for the fast kernel and gets the plain f32 one.
+        std::string why = "attention: plain f32 kernel instead of the tensor-core one (";
+        if (d.d != d.dv)
+            why += "head dims of q/k and v differ";
+        else if (!ci::flash_head_dim_supported(d.d))
+            why += "head dim " + std::to_string(d.d) + " has no tensor-core kernel: 64, 72, 80, 128";
+        else if (!out_pairs)
+            why += "out is not 8-byte aligned with even strides";
+        else
+            why += std::to_string(d.h) + " heads exceed the grid's 65535";
+        ++C.fallbacks[why + ")"];
+    }
     // Query tiles that never straddle a segment, each with its keys.
     constexpr std::int64_t kTileQ = ci::flash_traits<64>::block_q;
     std::vector<std::int32_t> tiles;
