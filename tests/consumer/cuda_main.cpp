@@ -4,7 +4,8 @@
 #include <cstdio>
 #include <string>
 
-#include <glimpse/glimpse.hpp>
+#include <glimpse/backend/device.hpp>
+#include <glimpse/version.hpp>
 
 int main() {
     static_assert(glimpse::built_with_cuda(), "glimpse::cuda must bring GLIMPSE_HAVE_CUDA");
