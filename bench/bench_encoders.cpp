@@ -370,8 +370,14 @@ stage_ms clocked_encode(const loaded& M, const glimpse::cview& pv, std::span<con
 void bm_encode(benchmark::State& st, const family_spec& fam, std::int64_t side, glimpse::matmul_precision prec) {
     ensure_peak();
     struct precision_scope {  // the row's precision, restored for the next row
-        explicit precision_scope(glimpse::matmul_precision p) { g_be.set_matmul_precision(p); }
-        ~precision_scope() { g_be.set_matmul_precision(glimpse::matmul_precision::f32); }
+        explicit precision_scope(glimpse::matmul_precision p) {
+            g_be.set_matmul_precision(p);
+            g_be.set_attention_precision(p);
+        }
+        ~precision_scope() {
+            g_be.set_matmul_precision(glimpse::matmul_precision::f32);
+            g_be.set_attention_precision(glimpse::matmul_precision::f32);
+        }
     } const scope(prec);
     st.SetLabel(std::string(g_be.gemm_kernel()));
     loaded& M = model_of(fam);

@@ -57,6 +57,19 @@ public:
     // f32 (the default) or bf16 inputs for gemm; see core/backend.hpp.
     void set_matmul_precision(glimpse::matmul_precision p) { precision_ = p; }
     glimpse::matmul_precision matmul_precision() const { return precision_; }
+    // f32 (the default) or bf16 operands for attention's two products (q k^T and p v): q, k, v
+    // and the probabilities rounded to bf16, sums, softmax and maps in f32 (what a bf16
+    // flash-attention kernel computes). On VDPBF16PS at level avx512_bf16 and above, else the f32
+    // kernel on the same rounded values. Apart from matmul precision; the tools' --precision bf16
+    // sets both.
+    void set_attention_precision(glimpse::matmul_precision p) { attention_precision_ = p; }
+    glimpse::matmul_precision attention_precision() const { return attention_precision_; }
+    // Which attention kernel runs, named (for --verbose and benchmark labels).
+    std::string_view attention_kernel_name() const {
+        if (attention_precision_ == glimpse::matmul_precision::f32) return "f32";
+        return isa_ >= cpu_isa::avx512_bf16 ? "bf16 on VDPBF16PS (avx512_bf16)"
+                                            : "bf16 emulated: f32 FMA on rounded operands";
+    }
     // Whether bf16 gemms run on bf16 hardware (AMX tiles or VDPBF16PS), else on f32 FMAs over
     // rounded operands: the same meaning, at f32 speed.
     bool bf16_gemm_native() const { return isa_ >= cpu_isa::avx512_bf16; }
@@ -209,7 +222,8 @@ public:
                                  d.dv,
                                  a.scale * 1.4426950408889634f,
                                  a.mask.empty() ? nullptr : a.mask.ptr<float>(),
-                                 a.mask.empty() ? 0 : a.mask.stride(0)};
+                                 a.mask.empty() ? 0 : a.mask.stride(0),
+                                 attention_precision_ == glimpse::matmul_precision::bf16};
         ci::attention_kernel(isa_).run(ci::attn_call{p, d, a.segments, maps, QW});
     }
 
@@ -231,6 +245,7 @@ public:
 
 private:
     glimpse::matmul_precision precision_ = glimpse::matmul_precision::f32;
+    glimpse::matmul_precision attention_precision_ = glimpse::matmul_precision::f32;
     cpu_isa isa_ = detail::cpu_impl::default_isa();
 
     detail::cpu_impl::gemm_dispatch gemm_plan() const { return {isa_, precision_}; }

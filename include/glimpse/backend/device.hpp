@@ -79,7 +79,8 @@ inline glimpse::matmul_precision parse_matmul_precision(std::string_view s) {
 template <class B>
 std::string describe_kernels(const B& be) {
     if constexpr (std::is_same_v<B, cpu>)
-        return describe_cpu_isa(be.isa()) + "; gemm " + std::string(be.gemm_kernel());
+        return describe_cpu_isa(be.isa()) + "; gemm " + std::string(be.gemm_kernel()) + "; attention " +
+               std::string(be.attention_kernel_name());
     else
         return std::string(B::name());
 }
@@ -101,7 +102,10 @@ template <class F>
 decltype(auto) with_backend(const device_spec& d, F&& f) {
     using R = std::invoke_result_t<F&, cpu&>;
     if (d.kind == device_spec::kind_t::cpu) {
+        // --precision bf16 is what a bf16 checkpoint's own forward computes in: bf16 operands for
+        // the GEMMs and for attention's two products, f32 sums.
         cpu be(d.precision);
+        be.set_attention_precision(d.precision);
         return static_cast<R>(f(be));
     }
 #if defined(GLIMPSE_HAVE_CUDA)

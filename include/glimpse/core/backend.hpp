@@ -47,7 +47,9 @@ constexpr std::string_view name(activation a) noexcept {
 // set_float32_matmul_precision "highest" / "medium"): f32 keeps them exact; bf16
 // rounds both operands to bf16 (nearest even) and sums the products in f32, which
 // is what bf16 matrix units (AMX, tensor cores) compute at several times the rate.
-// Only gemm is affected: attention, norms, softmax and residuals stay f32.
+// Only gemm is affected: attention, norms, softmax and residuals stay f32. (The cpu
+// backend's attention has a knob of its own, cpu::set_attention_precision, with the same
+// meaning for its two products; the tools' --precision sets both.)
 enum class matmul_precision : std::uint8_t { f32, bf16 };
 
 constexpr std::string_view name(matmul_precision p) noexcept { return p == matmul_precision::f32 ? "f32" : "bf16"; }

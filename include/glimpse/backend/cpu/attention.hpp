@@ -23,6 +23,10 @@ struct attn_problem {
     float scale2;  // scale * log2(e): the softmax is taken in base 2
     const float* mask;
     std::int64_t mask_ld;
+    // bf16 attention precision: the two products take bf16 operands (q, k and v rounded to
+    // bf16 nearest-even, and the probabilities before they weight v), their sums, the softmax
+    // and the maps stay f32. Scores are scale2 * (round(q) . round(k)).
+    bool bf16 = false;
 };
 
 // One call as every level's kernel takes it: inputs f32, maps zero-filled by the caller.

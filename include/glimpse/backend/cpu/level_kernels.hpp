@@ -88,6 +88,19 @@ GLIMPSE_CPU_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 GLIMPSE_CPU_TARGET_END
 #undef GLIMPSE_CPU_KERNEL_NS
 #undef GLIMPSE_CPU_LANES
+
+// The attention kernel once more with VDPBF16PS for bf16 attention precision (the row kernels
+// are the avx512 ones).
+#define GLIMPSE_CPU_KERNEL_NS isa_avx512_bf16
+#define GLIMPSE_CPU_LANES 16
+#define GLIMPSE_CPU_BF16_DOT 1
+GLIMPSE_CPU_TARGET_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")
+#include "glimpse/backend/cpu/simd.inc"
+#include "glimpse/backend/cpu/attention_kernel.inc"
+GLIMPSE_CPU_TARGET_END
+#undef GLIMPSE_CPU_KERNEL_NS
+#undef GLIMPSE_CPU_LANES
+#undef GLIMPSE_CPU_BF16_DOT
 #endif
 // clang-format on
 
@@ -102,6 +115,7 @@ struct level_entry {
 // The one choice of a level's namespace; every per-level table is read through it.
 inline level_entry level_of(cpu_isa isa) {
 #if defined(GLIMPSE_CPU_X86_DISPATCH)
+    if (isa >= cpu_isa::avx512_bf16) return {isa_avx512_bf16::kernel, isa_avx512::rows};
     if (isa >= cpu_isa::avx512) return {isa_avx512::kernel, isa_avx512::rows};
     if (isa == cpu_isa::avx2) return {isa_avx2::kernel, isa_avx2::rows};
 #endif
