@@ -7,25 +7,14 @@
 #include <glimpse/backend/device.hpp>
 #include <glimpse/version.hpp>
 
+#include "gemm_check.hpp"
+
 int main() {
     static_assert(glimpse::built_with_cuda(), "glimpse::cuda must bring GLIMPSE_HAVE_CUDA");
-    glimpse::tensor a(glimpse::shape{3, 4}), b(glimpse::shape{4, 2});
-    for (std::int64_t i = 0; i < a.numel(); ++i) a.ptr<float>()[i] = static_cast<float>(i % 5) - 2.0f;
-    for (std::int64_t i = 0; i < b.numel(); ++i) b.ptr<float>()[i] = static_cast<float>(i % 3) - 1.0f;
-    const auto product = [&](auto& be) {
-        const auto da = be.upload(a.cv()), db = be.upload(b.cv());
-        auto c = be.alloc(glimpse::shape{3, 2}, glimpse::dtype::f32);
-        be.gemm(da.cv(), db.cv(), c.v(), {}, {});
-        return be.download(c.cv());
-    };
     try {
-        const glimpse::tensor on_cpu = glimpse::with_backend("cpu", product);
-        const glimpse::tensor on_cuda = glimpse::with_backend("cuda:0", product);
-        double err = 0;
-        for (std::int64_t i = 0; i < on_cpu.numel(); ++i) {
-            const double d = on_cpu.ptr<float>()[i] - on_cuda.ptr<float>()[i];
-            err = d * d > err * err ? (d < 0 ? -d : d) : err;
-        }
+        const glimpse::tensor on_cpu = glimpse::with_backend("cpu", [](auto& be) { return consumer::product(be); });
+        const glimpse::tensor on_cuda = glimpse::with_backend("cuda:0", [](auto& be) { return consumer::product(be); });
+        const double err = consumer::max_abs_diff(on_cpu, on_cuda);
         std::printf("glimpse %s consumer (cuda): cuda vs cpu GEMM max abs diff %.2e\n", GLIMPSE_VERSION_STRING, err);
         return err < 1e-5 ? 0 : 1;
     } catch (const glimpse::error& e) {
