@@ -145,8 +145,8 @@ template <class F>
 decltype(auto) with_training_backend(const device_spec& d, std::string_view who, F&& f) {
     if (!can_train(d))
         detail::fail("--device ", d.str(), ": ", who,
-                     " runs on the cpu only (the cuda backend is forward-only: it has no backward ops, "
-                     "TrainingBackend in core/backend.hpp, yet)");
+                     " runs on the cpu only: training needs the backward ops of a TrainingBackend "
+                     "(core/backend.hpp), and the cuda backend is forward-only");
     using R = std::invoke_result_t<F&, cpu&>;
     return with_backend(d, [&](auto& be) -> R {
         if constexpr (TrainingBackend<std::remove_cvref_t<decltype(be)>>)
