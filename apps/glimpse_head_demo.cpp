@@ -3,6 +3,7 @@
 // matches the PyTorch reference, and where the in-box queries look.
 //
 //   glimpse-head-demo [--input FILE] [--box ROW0 COL0 ROW1 COL1] [--path automatic|generic|dedup|folded]
+//                     [--device cpu|cuda:N] [--precision f32|bf16] [--threads N]
 //
 // The bundled input (examples/data/head_demo.safetensors, made by
 // tools/make_demo_input.py) holds synthetic features on a 32 x 32 patch grid
@@ -26,7 +27,6 @@
 
 namespace {
 
-using glimpse::cpu;
 namespace hm = glimpse::heatmap;
 
 // A box [row0, col0, row1, col1) in patches from the file's metadata or the command line.
@@ -37,14 +37,15 @@ glimpse::box patch_box(const glimpse::safetensors_file& f, const char* key) {
     return patch_box(nlohmann::json::parse(f.metadata().at(key)).get<std::vector<std::int64_t>>());
 }
 
-int demo(const std::string& input, const std::vector<std::int64_t>& box_arg, const std::string& path_name) {
-    cpu be;
+template <glimpse::Backend B>
+int demo(B& be, const std::string& device, const std::string& input, const std::vector<std::int64_t>& box_arg,
+         const std::string& path_name) {
     const glimpse::safetensors_file f(input);
     const auto& meta = f.metadata();
     const std::int64_t gh = std::stoll(meta.at("grid_h")), gw = std::stoll(meta.at("grid_w")), S = gh * gw;
     const hm::head_config cfg{std::stoll(meta.at("dim")), std::stoll(meta.at("heads")),
                               std::stoll(meta.at("intermediate")), false};
-    const auto block = hm::heatmap_head<cpu, hm::rms_swiglu>::load(be, f, "heatmap_head", cfg);
+    const auto block = hm::heatmap_head<B, hm::rms_swiglu>::load(be, f, "heatmap_head", cfg);
     const glimpse::tensor x = f.load("features").to(glimpse::dtype::f32);
     if (x.shape() != glimpse::shape{S, cfg.dim})
         throw glimpse::error("features " + x.shape().str() + " do not match the grid and dim in the metadata");
@@ -56,7 +57,9 @@ int demo(const std::string& input, const std::vector<std::int64_t>& box_arg, con
     glimpse::tensor qw(glimpse::shape{1, S});  // pool the attention of the in-box queries
     for (std::int64_t i = 0; i < S; ++i) qw.ptr<float>()[i] = h.ptr<float>()[i] / static_cast<float>(area);
 
-    std::printf("glimpse %s: heatmap head demo (backend: %s)\n", GLIMPSE_VERSION_STRING, cpu::name().data());
+    const auto x_dev = be.upload(x.cv()), h_dev = be.upload(h.cv()), qw_dev = be.upload(qw.cv());
+
+    std::printf("glimpse %s: heatmap head demo (backend: %s)\n", GLIMPSE_VERSION_STRING, device.c_str());
     std::printf("  input    %s\n  features [%lld, %lld] (stored %s), grid %lldx%lld\n", input.c_str(), (long long)S,
                 (long long)cfg.dim, glimpse::name(f.find("features")->dtype.value()).data(), (long long)gh,
                 (long long)gw);
@@ -72,9 +75,11 @@ int demo(const std::string& input, const std::vector<std::int64_t>& box_arg, con
     std::printf("\n  %-10s %10s %14s\n", "path", "time", "GFLOP (head)");
     glimpse::tensor z_keep, pooled_keep;
     for (auto p : {hm::head_path::generic, hm::head_path::dedup, hm::head_path::folded}) {
-        hm::head_maps<cpu> maps;
+        hm::head_maps<B> maps;
         const glimpse::stopwatch t;
-        auto z = block.forward(be, {x.cv(), h.cv(), {}, {}}, {.query_weights = qw.cv()}, &maps, p);
+        const auto z_dev =
+            block.forward(be, {x_dev.cv(), h_dev.cv(), {}, {}}, {.query_weights = qw_dev.cv()}, &maps, p);
+        glimpse::tensor z = be.download(z_dev.cv());  // waits for an asynchronous backend: the time is the work
         const double ms = t.ms();
         const bool chosen = p == block.attn.choose(S, 2, want);
         std::printf("  %-10s %8.2f ms %14.3f%s\n", hm::name(p).data(), ms,
@@ -82,7 +87,7 @@ int demo(const std::string& input, const std::vector<std::int64_t>& box_arg, con
                     chosen ? "   <- used" : "");
         if (chosen) {
             z_keep = std::move(z);
-            pooled_keep = std::move(maps.pooled);
+            pooled_keep = be.download(maps.pooled.cv());
         }
     }
 
@@ -117,11 +122,16 @@ int main(int argc, char** argv) {
     std::string input = GLIMPSE_DEMO_INPUT;
     std::vector<std::int64_t> box;
     std::string path = "automatic";
+    glimpse::app::backend_flags backend;
     app.add_option("--input", input, "safetensors with features, heatmap_head.* weights, expected.z")
         ->check(CLI::ExistingFile);
     app.add_option("--box", box, "heatmap box in patches: ROW0 COL0 ROW1 COL1 (half-open; default: the file's box_a)")
         ->expected(4);
     app.add_option("--path", path, "execution path")->check(CLI::IsMember({"automatic", "generic", "dedup", "folded"}));
+    backend.add_to(app, "cpu (default) or cuda:N (a build with the CUDA backend, -DGLIMPSE_CUDA=ON)");
     if (const auto done = glimpse::app::parse(app, argc, argv, "glimpse-head-demo")) return *done;
-    return glimpse::app::run("glimpse-head-demo", [&] { return demo(input, box, path); });
+    return glimpse::app::run("glimpse-head-demo", [&] {
+        const glimpse::device_spec dev = backend.spec();
+        return glimpse::with_backend(dev, [&](auto& be) { return demo(be, dev.str(), input, box, path); });
+    });
 }
