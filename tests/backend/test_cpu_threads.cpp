@@ -115,7 +115,7 @@ TEST_CASE("cpu threads: an op's regions get the backend's count, the caller's se
 
 TEST_CASE("cpu threads: what is promised not to depend on the count is the same bits on 1 and 3 threads",
           "[backend][threads]") {
-    // Norm backward sums dw over fixed row blocks in block order (cpu.hpp), and every other output
+    // Norm backward sums dw over fixed row blocks in block order (cpu/backward.hpp), and every other output
     // of these ops is one row's own arithmetic: no split may change a bit.
     const std::int64_t m = 300, n = 96;
     const auto x = glimpse::test::randn(glimpse::shape{m, n}, 3);
