@@ -61,7 +61,7 @@ build=build/gpu
 if has build; then
   stamp "configure + build ($build, sm_${GLIMPSE_CUDA_ARCH:-90})"
   cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGLIMPSE_CUDA=ON -DGLIMPSE_BUILD_TESTS=ON \
-    -DGLIMPSE_BUILD_BENCH=ON -DGLIMPSE_BUILD_EXAMPLES=OFF -DGLIMPSE_HEADER_CHECK=OFF -DGLIMPSE_BLAS=OFF \
+    -DGLIMPSE_BUILD_BENCH=ON -DGLIMPSE_BUILD_EXAMPLES=OFF -DGLIMPSE_BUILD_APPS=OFF -DGLIMPSE_HEADER_CHECK=OFF -DGLIMPSE_BLAS=OFF \
     -DCMAKE_CUDA_ARCHITECTURES="${GLIMPSE_CUDA_ARCH:-90}" "${prefix_args[@]}" || { note "configure FAILED"; exit 1; }
   cmake --build $build -j"$(nproc)" --target glimpse_cuda_tests glimpse_bench_cuda glimpse_bench_encoders \
     || { note "build FAILED"; exit 1; }

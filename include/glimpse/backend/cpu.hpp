@@ -34,8 +34,52 @@
 #include "glimpse/backend/host_memory.hpp"
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace glimpse {
+
+namespace detail::cpu_impl {
+
+// The calling thread's OpenMP team size for the span of one op of a backend whose
+// cpu_options::threads is set: every region the op opens (ours, Eigen's) and the BLAS slab split
+// read it. nthreads-var is a per-thread (task) setting, so backends with different counts on
+// different threads, or an op inside a caller's parallel region, leave each other alone; the
+// caller's value is back when the op returns.
+class team_scope {
+public:
+    explicit team_scope(int threads) {
+#if defined(_OPENMP)
+        if (threads > 0 && threads != omp_get_max_threads()) {
+            saved_ = omp_get_max_threads();
+            omp_set_num_threads(threads);
+        }
+#else
+        (void)threads;
+#endif
+    }
+    ~team_scope() {
+#if defined(_OPENMP)
+        if (saved_ > 0) omp_set_num_threads(saved_);
+#endif
+    }
+    team_scope(const team_scope&) = delete;
+    team_scope& operator=(const team_scope&) = delete;
+
+private:
+    int saved_ = 0;
+};
+
+}  // namespace detail::cpu_impl
+
+// How a cpu backend computes; both are properties of the backend value, not of the process.
+struct cpu_options {
+    glimpse::matmul_precision precision = glimpse::matmul_precision::f32;  // see core/backend.hpp
+    // OpenMP threads each op runs on (--threads); 0: OpenMP's default (all cores, or
+    // OMP_NUM_THREADS). A CBLAS other than OpenBLAS threads itself and does not see it.
+    int threads = 0;
+};
 
 class cpu : public detail::host_memory<cpu> {
 public:
@@ -44,6 +88,13 @@ public:
     // The SIMD level is GLIMPSE_CPU_ISA's, else the best this CPU has (cpu/isa.hpp).
     cpu() = default;
     explicit cpu(glimpse::matmul_precision p) : precision_(p) {}
+    explicit cpu(const cpu_options& o) : precision_(o.precision) { set_threads(o.threads); }
+
+    int threads() const { return threads_; }
+    void set_threads(int n) {
+        detail::check(n >= 0, "cpu backend: threads must be >= 0 (0: OpenMP's default), got ", n);
+        threads_ = n;
+    }
 
     // Which kernels this backend runs; set_isa refuses a level the CPU lacks.
     cpu_isa isa() const { return isa_; }
@@ -79,11 +130,13 @@ public:
     std::string_view gemm_kernel() const { return gemm_plan().kernel_name(); }
 
     void copy(const cview& src, const view& dst) {
+        const auto team_guard = team();
         detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
         detail::cpu_impl::copy_rows(src, dst);
     }
 
     void fill(const view& v, float value) {
+        const auto team_guard = team();
         std::int64_t m, n, ld;
         if (v.type() == dtype::f32 && v.rows(m, n, ld)) {
             float* p = v.ptr<float>();
@@ -94,26 +147,31 @@ public:
     }
 
     void gemm(const cview& a, const cview& b, const view& c, const gemm_args& g, const cview& bias) {
+        const auto team_guard = team();
         gemm_plan().run(a, b, c, g, bias);
     }
 
     void add(const cview& a, const cview& b, const view& out, float alpha) {
+        const auto team_guard = team();
         detail::check_binary(a, b, out, "add");
         binary(a, b, out, [alpha](float x, float y) { return x + alpha * y; });
     }
 
     void mul(const cview& a, const cview& b, const view& out) {
+        const auto team_guard = team();
         detail::check_binary(a, b, out, "mul");
         binary(a, b, out, [](float x, float y) { return x * y; });
     }
 
     void activate(activation act, const cview& x, const view& out) {
+        const auto team_guard = team();
         detail::check_same(x, out, "activate");
         const auto f = rows().activate;
         unary(x, out, [act, f](const float* in, float* o, std::int64_t n) { f(act, in, o, n); });
     }
 
     void swiglu(const cview& gate, const cview& up, const view& out) {
+        const auto team_guard = team();
         detail::check_same(gate, out, "swiglu");
         detail::check_same(up, out, "swiglu");
         std::int64_t m, n, ldg, ldu, ldo;
@@ -133,6 +191,7 @@ public:
     }
 
     void softmax_rows(const view& x, float scale) {
+        const auto team_guard = team();
         std::int64_t m, n, ld;
         detail::check_f32(x, "softmax_rows", "x");
         detail::check(x.rows(m, n, ld), "softmax_rows: x ", x.shape().str(), " must have rows with unit stride");
@@ -142,6 +201,7 @@ public:
     }
 
     void rms_norm(const cview& x, const cview& w, float eps, const view& out) {
+        const auto team_guard = team();
         detail::check_norm(x, w, cview{}, out, "rms_norm");
         norm_rows(x, w, cview{}, out,
                   [eps, f = rows().rms_norm](const float* X, float* o, const float* W, const float*, std::int64_t n) {
@@ -150,6 +210,7 @@ public:
     }
 
     void layer_norm(const cview& x, const cview& w, const cview& b, float eps, const view& out) {
+        const auto team_guard = team();
         detail::check_norm(x, w, b, out, "layer_norm");
         norm_rows(x, w, b, out,
                   [eps, f = rows().layer_norm](const float* X, float* o, const float* W, const float* Bp,
@@ -157,6 +218,7 @@ public:
     }
 
     void sum_rows(const cview& x, const view& out) {
+        const auto team_guard = team();
         detail::check(x.rank() == 2 && out.rank() == 1 && out.size(0) == x.size(1), "sum_rows: x ", x.shape().str(),
                       " -> out ", out.shape().str());
         detail::check_f32(out, "sum_rows", "out");
@@ -171,6 +233,7 @@ public:
     }
 
     void rotary(const view& x, const cview& cos, const cview& sin) {
+        const auto team_guard = team();
         detail::check_rotary(x, cos, sin);
         const std::int64_t s = x.size(0), h = x.size(1), d = x.size(2), half = d / 2;
         detail::check(x.stride(2) == 1, "rotary: x needs unit inner stride");
@@ -186,6 +249,7 @@ public:
     }
 
     void gather_rows(const cview& src, std::span<const std::int64_t> idx, const view& out) {
+        const auto team_guard = team();
         detail::check_gather(src, idx, out);
         detail::cpu_impl::parallel_rows(static_cast<std::int64_t>(idx.size()),
                                         src.numel() / std::max<std::int64_t>(1, src.size(0)), [&](std::int64_t i) {
@@ -195,6 +259,7 @@ public:
     }
 
     void attention(const cview& q, const cview& k, const cview& v, const view& out, const attention_args& a) {
+        const auto team_guard = team();
         namespace ci = detail::cpu_impl;
         const auto d = detail::check_attention(q, k, v, out, a);
         // Inputs widened once to f32 (they are activations: usually f32 already).
@@ -230,16 +295,20 @@ public:
     // ---- backward ops (TrainingBackend): cpu/backward.hpp ----
 
     void softmax_rows_backward(const cview& p, const cview& dp, float scale, const view& dx) {
+        const auto team_guard = team();
         detail::cpu_impl::softmax_rows_backward(p, dp, scale, dx);
     }
     void activate_backward(activation act, const cview& x, const cview& dy, const view& dx) {
+        const auto team_guard = team();
         detail::cpu_impl::activate_backward(act, x, dy, dx);
     }
     void rms_norm_backward(const cview& x, const cview& w, float eps, const cview& dy, const view& dx, const view& dw) {
+        const auto team_guard = team();
         detail::cpu_impl::rms_norm_backward(x, w, eps, dy, dx, dw);
     }
     void layer_norm_backward(const cview& x, const cview& w, float eps, const cview& dy, const view& dx,
                              const view& dw) {
+        const auto team_guard = team();
         detail::cpu_impl::layer_norm_backward(x, w, eps, dy, dx, dw);
     }
 
@@ -247,6 +316,9 @@ private:
     glimpse::matmul_precision precision_ = glimpse::matmul_precision::f32;
     glimpse::matmul_precision attention_precision_ = glimpse::matmul_precision::f32;
     cpu_isa isa_ = detail::cpu_impl::default_isa();
+    int threads_ = 0;
+
+    detail::cpu_impl::team_scope team() const { return detail::cpu_impl::team_scope(threads_); }
 
     detail::cpu_impl::gemm_dispatch gemm_plan() const { return {isa_, precision_}; }
     const detail::cpu_impl::row_kernels& rows() const { return detail::cpu_impl::row_kernels_of(isa_); }

@@ -5,12 +5,12 @@
 //   const auto dev = glimpse::parse_device(args.device);          // throws on "gpu", "cuda:x"
 //   glimpse::with_backend(dev, [&](auto& be) { run_tool(be, ...); });
 //
-// The body is instantiated for glimpse::cpu and, in a build that links glimpse::cuda
-// (GLIMPSE_HAVE_CUDA), glimpse::cuda; both instantiations must return the same type. Without
-// CUDA in the build, "cuda" parses but with_backend fails with a message saying how glimpse
-// was built; with it but no device, it fails with "no CUDA device visible: <the runtime's
-// reason>, CUDA_VISIBLE_DEVICES=..." and with fewer than N + 1 with "no CUDA device N: <n>
-// visible" (cuda::census::missing). It never falls back to cpu.
+// The body is instantiated for glimpse::cpu (with the spec's precision and threads) and, in a
+// build that links glimpse::cuda (GLIMPSE_HAVE_CUDA), glimpse::cuda; both instantiations must
+// return the same type. Without CUDA in the build, "cuda" parses but with_backend fails with a
+// message saying how glimpse was built; with it but no device, it fails with "no CUDA device
+// visible: <the runtime's reason>, CUDA_VISIBLE_DEVICES=..." and with fewer than N + 1 with "no
+// CUDA device N: <n> visible" (cuda::census::missing). It never falls back to cpu.
 //
 // GLIMPSE_HAVE_CUDA is a usage requirement of glimpse::cuda: a TU sees the cuda branch
 // exactly when its target links glimpse::cuda (the tools do when the build has it).
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "glimpse/backend/cpu.hpp"
+#include "glimpse/core/backend.hpp"
 #include "glimpse/core/error.hpp"
 #if defined(GLIMPSE_HAVE_CUDA)
 #include "glimpse/backend/cuda.hpp"
@@ -35,6 +36,7 @@ struct device_spec {
     kind_t kind = kind_t::cpu;
     int index = 0;                                                         // cuda:N
     glimpse::matmul_precision precision = glimpse::matmul_precision::f32;  // --precision (cpu only)
+    int threads = 0;  // --threads: cpu_options::threads (0: OpenMP's default); cuda has no use for it
 
     std::string str() const {
         return (kind == kind_t::cpu ? std::string("cpu") : "cuda:" + std::to_string(index)) +
@@ -104,7 +106,7 @@ decltype(auto) with_backend(const device_spec& d, F&& f) {
     if (d.kind == device_spec::kind_t::cpu) {
         // --precision bf16 is what a bf16 checkpoint's own forward computes in: bf16 operands for
         // the GEMMs and for attention's two products, f32 sums.
-        cpu be(d.precision);
+        cpu be(cpu_options{.precision = d.precision, .threads = d.threads});
         be.set_attention_precision(d.precision);
         return static_cast<R>(f(be));
     }
@@ -127,6 +129,35 @@ decltype(auto) with_backend(const device_spec& d, F&& f) {
 
 inline decltype(auto) with_backend(std::string_view device, auto&& f) {
     return with_backend(parse_device(device), std::forward<decltype(f)>(f));
+}
+
+// Whether the backend `d` names has the backward ops training needs (TrainingBackend,
+// core/backend.hpp). A cuda device in a build without CUDA cannot train either.
+inline bool can_train(const device_spec& d) {
+    if (d.kind == device_spec::kind_t::cpu) return TrainingBackend<cpu>;
+#if defined(GLIMPSE_HAVE_CUDA)
+    return TrainingBackend<cuda>;
+#else
+    return false;
+#endif
+}
+
+// with_backend for a body that trains: f is instantiated for the TrainingBackends only, and a
+// forward-only device is refused before any device is looked for, so the message says why
+// (`who` starts it: "glimpse-train runs on the cpu only ...") whether or not a GPU is there.
+template <class F>
+decltype(auto) with_training_backend(const device_spec& d, std::string_view who, F&& f) {
+    if (!can_train(d))
+        detail::fail("--device ", d.str(), ": ", who,
+                     " runs on the cpu only: training needs the backward ops of a TrainingBackend "
+                     "(core/backend.hpp), and the cuda backend is forward-only");
+    using R = std::invoke_result_t<F&, cpu&>;
+    return with_backend(d, [&](auto& be) -> R {
+        if constexpr (TrainingBackend<std::remove_cvref_t<decltype(be)>>)
+            return f(be);
+        else
+            detail::fail("--device ", d.str(), ": ", who, " needs a backend with backward ops");
+    });
 }
 
 }  // namespace glimpse

@@ -20,7 +20,6 @@
 // analysis/attention_stats.hpp.
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -39,6 +38,7 @@
 #include "glimpse/analysis/attention_stats.hpp"
 #include "glimpse/core/backend.hpp"
 #include "glimpse/core/error.hpp"
+#include "glimpse/core/stopwatch.hpp"
 #include "glimpse/heatmap/prepare.hpp"
 #include "glimpse/io/image.hpp"
 #include "glimpse/io/safetensors.hpp"
@@ -173,16 +173,7 @@ struct stage_timings {
     }
 };
 
-class stopwatch {
-public:
-    stopwatch() : t0_(std::chrono::steady_clock::now()) {}
-    double ms() const {
-        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
-    }
-
-private:
-    std::chrono::steady_clock::time_point t0_;
-};
+using glimpse::stopwatch;
 
 // One heatmap run on one model: the map and what it says about every box.
 struct query_result {
