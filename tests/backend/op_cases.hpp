@@ -134,8 +134,10 @@ void forward_op_cases(Visit&& visit) {
 
     // ---- gemm: every transpose, weight dtype, strided B rows, alpha, beta and a bias.
     // 37 x 300 x 29: n > the BLAS path's panel, the packed kernel's short-M column split;
-    // 150 x 200 x 300: its row blocks on two threads, three K blocks, every tail.
-    const int64_t sizes[][3] = {{37, 300, 29}, {150, 200, 300}};
+    // 150 x 200 x 300: its row blocks on two threads, three K blocks, every tail;
+    // 5 x 301 x 333 and 48 x 1031 x 200: the skinny f32 kernels (m <= 48, cpu/skinny_gemm.hpp):
+    // row, column and K tails, several K blocks, one thread and then two at their row limit.
+    const int64_t sizes[][3] = {{37, 300, 29}, {150, 200, 300}, {5, 301, 333}, {48, 1031, 200}};
     for (dtype wt : {dtype::f32, dtype::bf16, dtype::f16})
         for (const auto& [m, n, k] : sizes)
             for (bool ta : {false, true})

@@ -5,6 +5,10 @@
 //   packed    our packed AVX-512 kernels (cpu/packed_gemm.hpp): every bf16-precision product at
 //             level avx512 and above, and f32 products in a Linear's layout (rows of op(A) and
 //             of op(B) contiguous in K), where the kernel beats the BLAS (docs/benchmarks.md)
+//   skinny    f32 products with at most skinny::kMaxRows rows of f32 op(A) at level avx512 and
+//             above, in a Linear's layout or with B [K, N] f32 rows: AVX-512 kernels that read
+//             op(B) where it lies (cpu/skinny_gemm.hpp), where packing it would cost more than
+//             the product
 //   blas      f32 through sgemm (cpu/sgemm.hpp), narrow weights widened a panel at a time
 //   emulated  bf16 matmul precision below AVX-512: rounded operands through sgemm
 // The level (cpu_isa) and the precision are the backend object's; gemm_dispatch is a value.
@@ -20,12 +24,13 @@
 #include "glimpse/backend/cpu/packed_gemm.hpp"
 #include "glimpse/backend/cpu/row_loops.hpp"
 #include "glimpse/backend/cpu/sgemm.hpp"
+#include "glimpse/backend/cpu/skinny_gemm.hpp"
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
 
 namespace glimpse::detail::cpu_impl {
 
-enum class gemm_route { amx, packed, blas, emulated };
+enum class gemm_route { amx, packed, skinny, blas, emulated };
 
 struct gemm_dispatch {
     cpu_isa isa;
@@ -49,12 +54,22 @@ struct gemm_dispatch {
         return bf16 ? gemm_route::emulated : gemm_route::blas;
     }
 
-    gemm_route route(const cview& A, const cview& B, const gemm_args& g, std::int64_t k) const {
+    // The route of one 2-D product with m rows of op(A) and k of K.
+    gemm_route route(const cview& A, const cview& B, const gemm_args& g, std::int64_t m, std::int64_t k) const {
         // A Linear's layout: rows of op(A) and columns of op(B) contiguous in K, f32 or bf16.
         const auto row_major = [](const cview& x, bool trans_is_rows) {
             return trans_is_rows && x.stride(-1) == 1 && (x.type() == dtype::f32 || x.type() == dtype::bf16);
         };
-        return route_for(row_major(A, !g.trans_a) && row_major(B, g.trans_b), k);
+        const bool a_rows = row_major(A, !g.trans_a), linear = a_rows && row_major(B, g.trans_b);
+        const gemm_route r = route_for(linear, k);
+#if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+        if (precision == matmul_precision::f32 && isa >= cpu_isa::avx512 && k > 0 && m <= skinny::kMaxRows && a_rows &&
+            A.type() == dtype::f32 && (linear || (!g.trans_b && B.type() == dtype::f32 && B.stride(-1) == 1)))
+            return gemm_route::skinny;
+#else
+        (void)m;
+#endif
+        return r;
     }
 
     // The kernel a Linear's gemm runs on, named (for --verbose and benchmark labels).
@@ -68,6 +83,8 @@ struct gemm_dispatch {
                                                    : "bf16 emulated: packed f32 FMA on rounded operands";
             case gemm_route::emulated:
                 return "bf16 emulated: sgemm on rounded operands";
+            case gemm_route::skinny:  // never route_for's answer: a matter of m
+                break;
             case gemm_route::blas:
                 break;
         }
@@ -89,7 +106,7 @@ struct gemm_dispatch {
             gemm_args gb = g;
             const float* epilogue = nullptr;
             if (!bias.empty()) {
-                if (route(A, B, g, d.k) == gemm_route::packed)
+                if (const gemm_route r = route(A, B, g, d.m, d.k); r == gemm_route::packed || r == gemm_route::skinny)
                     epilogue = bias_f32.data();
                 else if (g.beta == 0.0f) {
                     bias_rows(C, bias_f32);
@@ -111,15 +128,24 @@ struct gemm_dispatch {
     }
 
 private:
-    // C = alpha op(A) op(B) + beta C, + bias_epilogue [n] on the packed route (else null).
+    // C = alpha op(A) op(B) + beta C, + bias_epilogue [n] on the packed and skinny routes (else null).
     void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
                 std::int64_t k, const float* bias_epilogue) const {
-        const gemm_route r = route(A, B, g, k);
+        const gemm_route r = route(A, B, g, m, k);
         if (precision == matmul_precision::bf16) {
             gemm2d_bf16(A, B, C, g, m, n, k, r, bias_epilogue);
             return;
         }
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
+        if (r == gemm_route::skinny) {
+            if (g.trans_b)
+                skinny::dot(A.ptr<float>(), A.stride(0), B.data(), B.type(), B.stride(0), m, n, k, g.alpha, g.beta,
+                            C.ptr<float>(), C.stride(0), bias_epilogue);
+            else
+                skinny::axpy(A.ptr<float>(), A.stride(0), B.ptr<float>(), B.stride(0), m, n, k, g.alpha, g.beta,
+                             C.ptr<float>(), C.stride(0), bias_epilogue);
+            return;
+        }
         if (r == gemm_route::packed) {
             packed::gemm({A.data(), A.type(), A.stride(0), false}, {B.data(), B.type(), B.stride(0), true}, m, n, k,
                          g.alpha, g.beta, C.ptr<float>(), C.stride(0), packed::slots::f32, bias_epilogue);
