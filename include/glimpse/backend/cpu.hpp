@@ -131,7 +131,7 @@ public:
 
     void copy(const cview& src, const view& dst) {
         const auto team_guard = team();
-        detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
+        detail::check(src.shape() == dst.shape(), "copy: ", src.shape(), " -> ", dst.shape());
         detail::cpu_impl::copy_rows(src, dst);
     }
 
@@ -194,7 +194,7 @@ public:
         const auto team_guard = team();
         std::int64_t m, n, ld;
         detail::check_f32(x, "softmax_rows", "x");
-        detail::check(x.rows(m, n, ld), "softmax_rows: x ", x.shape().str(), " must have rows with unit stride");
+        detail::check(x.rows(m, n, ld), "softmax_rows: x ", x.shape(), " must have rows with unit stride");
         float* p = x.ptr<float>();
         const auto f = rows().softmax;
         detail::cpu_impl::parallel_rows(m, n * 4, [&](std::int64_t i) { f(p + i * ld, n, scale); });
@@ -219,8 +219,8 @@ public:
 
     void sum_rows(const cview& x, const view& out) {
         const auto team_guard = team();
-        detail::check(x.rank() == 2 && out.rank() == 1 && out.size(0) == x.size(1), "sum_rows: x ", x.shape().str(),
-                      " -> out ", out.shape().str());
+        detail::check(x.rank() == 2 && out.rank() == 1 && out.size(0) == x.size(1), "sum_rows: x ", x.shape(),
+                      " -> out ", out.shape());
         detail::check_f32(out, "sum_rows", "out");
         std::vector<double> acc(static_cast<std::size_t>(x.size(1)), 0.0);
         std::vector<float> row(static_cast<std::size_t>(x.size(1)));
@@ -370,7 +370,7 @@ private:
         std::int64_t m, n, ldx, ldo;
         tensor xh;
         const cview X = detail::cpu_impl::as_f32(x, xh);
-        detail::check(X.rows(m, n, ldx) && out.rows(m, n, ldo), "norm: x ", x.shape().str(),
+        detail::check(X.rows(m, n, ldx) && out.rows(m, n, ldo), "norm: x ", x.shape(),
                       " / out must have collapsible rows");
         std::vector<float> W(static_cast<std::size_t>(n)), Bv(b.empty() ? 0 : static_cast<std::size_t>(n));
         detail::cpu_impl::widen(w.reshape(shape{1, n}), 0, 1, 0, n, W.data());

@@ -39,7 +39,7 @@ inline xt::xarray<double> to_xarray(const cview& v) {
 
 inline void from_xarray(const xt::xarray<double>& x, const view& out) {
     check(static_cast<std::int64_t>(x.size()) == out.numel(), "reference: result of ", x.size(), " elements for ",
-          out.shape().str());
+          out.shape());
     for_each_offset(out, [&](std::int64_t flat, std::int64_t off) {
         store_f32(out.data(), out.type(), off, static_cast<float>(x.flat(static_cast<std::size_t>(flat))));
     });
@@ -88,7 +88,7 @@ public:
     static constexpr std::string_view name() { return "reference"; }
 
     void copy(const cview& src, const view& dst) {
-        detail::check(src.shape() == dst.shape(), "copy: ", src.shape().str(), " -> ", dst.shape().str());
+        detail::check(src.shape() == dst.shape(), "copy: ", src.shape(), " -> ", dst.shape());
         detail::from_xarray(detail::to_xarray(src), dst);
     }
 
@@ -185,8 +185,8 @@ public:
     }
 
     void sum_rows(const cview& x, const view& out) {
-        detail::check(x.rank() == 2 && out.rank() == 1 && out.size(0) == x.size(1), "sum_rows: x ", x.shape().str(),
-                      " -> out ", out.shape().str());
+        detail::check(x.rank() == 2 && out.rank() == 1 && out.size(0) == x.size(1), "sum_rows: x ", x.shape(),
+                      " -> out ", out.shape());
         detail::check_f32(out, "sum_rows", "out");
         const auto X = detail::to_xarray(x);
         xt::xarray<double> total = xt::zeros<double>({static_cast<std::size_t>(x.size(1))});

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <ostream>
 #include <span>
 #include <string>
 
@@ -54,6 +55,9 @@ public:
         }
         return s + "]";
     }
+    // Streamed, a shape is formatted only when an error message is built: detail::check's
+    // arguments are evaluated on every call, and views are sliced in hot loops.
+    friend std::ostream& operator<<(std::ostream& os, const shape& s) { return os << s.str(); }
 
 private:
     template <class It>

@@ -127,7 +127,7 @@ public:
     basic_view slice(int dim, std::int64_t begin, std::int64_t end) const {
         dim = norm_dim(dim);
         detail::check(0 <= begin && begin <= end && end <= shape_[dim], "slice [", begin, ", ", end, ") of dim ", dim,
-                      " is outside shape ", shape_.str());
+                      " is outside shape ", shape_);
         basic_view v = *this;
         v.data_ = data_ + begin * strides_[static_cast<std::size_t>(dim)] * static_cast<std::int64_t>(itemsize(dt_));
         v.shape_[dim] = end - begin;
@@ -162,8 +162,8 @@ public:
 
     // Reinterpret a contiguous view with another shape of the same element count.
     basic_view reshape(const glimpse::shape& s) const {
-        detail::check(is_contiguous(), "reshape of a non-contiguous view ", shape_.str(), " to ", s.str());
-        detail::check(s.numel() == numel(), "reshape ", shape_.str(), " to ", s.str(), " changes the element count");
+        detail::check(is_contiguous(), "reshape of a non-contiguous view ", shape_, " to ", s);
+        detail::check(s.numel() == numel(), "reshape ", shape_, " to ", s, " changes the element count");
         return basic_view(data_, dt_, s);
     }
 
@@ -171,16 +171,15 @@ private:
     int norm_dim(int d) const {
         const int r = rank();
         const int n = d < 0 ? d + r : d;
-        detail::check(0 <= n && n < r, "dimension ", d, " out of range for shape ", shape_.str());
+        detail::check(0 <= n && n < r, "dimension ", d, " out of range for shape ", shape_);
         return n;
     }
     std::int64_t checked_offset(std::initializer_list<std::int64_t> idx) const {
-        detail::check(static_cast<int>(idx.size()) == rank(), "index of rank ", idx.size(), " into shape ",
-                      shape_.str());
+        detail::check(static_cast<int>(idx.size()) == rank(), "index of rank ", idx.size(), " into shape ", shape_);
         std::int64_t o = 0;
         int i = 0;
         for (auto x : idx) {
-            detail::check(0 <= x && x < shape_[i], "index ", x, " out of range in dim ", i, " of ", shape_.str());
+            detail::check(0 <= x && x < shape_[i], "index ", x, " out of range in dim ", i, " of ", shape_);
             o += x * strides_[static_cast<std::size_t>(i++)];
         }
         return o;
@@ -203,7 +202,7 @@ public:
     tensor(const glimpse::shape& s, dtype t = dtype::f32) : shape_(s), dt_(t) {
         const auto n = s.numel();
         const std::size_t bytes = static_cast<std::size_t>(n) * itemsize(t);
-        detail::check(n >= 0 && (n == 0 || bytes / itemsize(t) == static_cast<std::size_t>(n)), "tensor ", s.str(),
+        detail::check(n >= 0 && (n == 0 || bytes / itemsize(t) == static_cast<std::size_t>(n)), "tensor ", s,
                       " is too large");
         bytes_ = bytes;
         if (bytes_ > 0) {
@@ -221,7 +220,7 @@ public:
     static tensor from(const glimpse::shape& s, std::span<const float> values) {
         tensor t(s);
         detail::check(static_cast<std::int64_t>(values.size()) == t.numel(), "tensor::from: ", values.size(),
-                      " values for shape ", s.str());
+                      " values for shape ", s);
         if (!values.empty()) std::memcpy(t.data(), values.data(), values.size() * sizeof(float));
         return t;
     }
@@ -275,7 +274,7 @@ public:
 
     // Reinterpret with a new shape of equal element count (in place, O(1)).
     tensor& reshape_inplace(const glimpse::shape& s) {
-        detail::check(s.numel() == numel(), "reshape ", shape_.str(), " to ", s.str(), " changes the element count");
+        detail::check(s.numel() == numel(), "reshape ", shape_, " to ", s, " changes the element count");
         shape_ = s;
         return *this;
     }

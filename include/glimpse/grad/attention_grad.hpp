@@ -34,24 +34,24 @@ template <TrainingBackend B>
 void sdpa_backward(B& be, const cview& q, const cview& k, const cview& v, const cview& d_out, const view& dq,
                    const view& dk, const view& dv, const sdpa_grad_options& o = {}) {
     using glimpse::detail::check;
-    check(q.rank() == 3 && k.rank() == 3 && v.rank() == 3, "sdpa backward: q, k, v must be [S, H, d]; got ",
-          q.shape().str(), ", ", k.shape().str(), ", ", v.shape().str());
+    check(q.rank() == 3 && k.rank() == 3 && v.rank() == 3, "sdpa backward: q, k, v must be [S, H, d]; got ", q.shape(),
+          ", ", k.shape(), ", ", v.shape());
     const std::int64_t Sq = q.size(0), Sk = k.size(0), H = q.size(1), d = q.size(2), dvd = v.size(2);
-    check(k.shape() == shape{Sk, H, d} && v.shape() == shape{Sk, H, dvd}, "sdpa backward: k ", k.shape().str(), " / v ",
-          v.shape().str(), " do not match q ", q.shape().str());
+    check(k.shape() == shape{Sk, H, d} && v.shape() == shape{Sk, H, dvd}, "sdpa backward: k ", k.shape(), " / v ",
+          v.shape(), " do not match q ", q.shape());
     check(d_out.empty() || d_out.shape() == shape{Sq, H, dvd}, "sdpa backward: d_out must be [", Sq, ", ", H, ", ", dvd,
-          "], got ", d_out.shape().str());
+          "], got ", d_out.shape());
     check(dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == v.shape(), "sdpa backward: dq ",
-          dq.shape().str(), ", dk ", dk.shape().str(), ", dv ", dv.shape().str(), " must match q, k, v");
+          dq.shape(), ", dk ", dk.shape(), ", dv ", dv.shape(), " must match q, k, v");
     check(o.mask.empty() || o.mask.shape() == shape{Sq, Sk}, "sdpa backward: mask must be [", Sq, ", ", Sk, "], got ",
-          o.mask.shape().str());
+          o.mask.shape());
     std::int64_t R = 0;
     if (!o.d_pooled.empty()) {
         check(o.query_weights.rank() == 2 && o.query_weights.size(1) == Sq,
-              "sdpa backward: d_pooled needs query_weights [R, ", Sq, "], got ", o.query_weights.shape().str());
+              "sdpa backward: d_pooled needs query_weights [R, ", Sq, "], got ", o.query_weights.shape());
         R = o.query_weights.size(0);
         check(o.d_pooled.shape() == shape{R, H, Sk}, "sdpa backward: d_pooled must be [", R, ", ", H, ", ", Sk,
-              "], got ", o.d_pooled.shape().str());
+              "], got ", o.d_pooled.shape());
     }
     const float scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(d));
 

@@ -49,15 +49,15 @@ tensor checked_heatmap(B& be, const heatmap::heatmap_attention_head<B>& a, const
                        const char* who) {
     using glimpse::detail::check;
     const std::int64_t D = a.dim();
-    check(in.x.rank() == 2 && in.x.size(1) == D, who, ": features x must be [S, ", D, "], got ", in.x.shape().str());
+    check(in.x.rank() == 2 && in.x.size(1) == D, who, ": features x must be [S, ", D, "], got ", in.x.shape());
     const std::int64_t S = in.x.size(0);
     check((in.heatmap.rank() == 1 && in.heatmap.size(0) == S) ||
               (in.heatmap.rank() == 2 && in.heatmap.shape() == shape{S, 1}),
-          who, ": heatmap must be [", S, "] or [", S, ", 1], got ", in.heatmap.shape().str());
+          who, ": heatmap must be [", S, "] or [", S, ", 1], got ", in.heatmap.shape());
     if (a.rope) {
         check(!in.cos.empty() && !in.sin.empty(), who, ": RoPE is on but no cos/sin were given");
         check(in.cos.shape() == shape{S, a.head_dim()} && in.sin.shape() == shape{S, a.head_dim()}, who, ": cos ",
-              in.cos.shape().str(), " / sin ", in.sin.shape().str(), " must be [", S, ", ", a.head_dim(), "]");
+              in.cos.shape(), " / sin ", in.sin.shape(), " must be [", S, ", ", a.head_dim(), "]");
     }
     tensor h = be.download(in.heatmap).to(dtype::f32);
     for (std::int64_t i = 0; i < S; ++i)
@@ -126,8 +126,7 @@ attention_head_forward_result<B> attention_head_forward(B& be, const heatmap::he
     const tensor h = impl::checked_heatmap(be, a, in, "attention_head_forward");
     const std::int64_t S = in.x.size(0);
     glimpse::detail::check(query_weights.empty() || (query_weights.rank() == 2 && query_weights.size(1) == S),
-                           "attention_head_forward: query_weights must be [R, ", S, "], got ",
-                           query_weights.shape().str());
+                           "attention_head_forward: query_weights must be [R, ", S, "], got ", query_weights.shape());
     return impl::attention_head_forward(
         be, a, impl::copy_of(be, in.x), h, in,
         query_weights.empty() ? typename B::tensor{} : impl::copy_of(be, query_weights));
@@ -149,14 +148,14 @@ attention_head_backward_result<B> attention_head_backward(B& be, const heatmap::
     check(!t.empty() && t.x.shape()[1] == a.dim(), "attention_head_backward: the tape is empty or from another head");
     const std::int64_t S = t.x.shape()[0], D = a.dim(), H = a.heads, d = a.head_dim();
     check(d_out.empty() || d_out.shape() == shape{S, D}, "attention_head_backward: d_out must be [", S, ", ", D,
-          "], got ", d_out.shape().str());
+          "], got ", d_out.shape());
     const bool pooled = t.query_weights.shape().rank() != 0;
     check(d_pooled.empty() || pooled,
           "attention_head_backward: d_pooled given but the forward had no query_weights (no pooled map)");
     if (!d_pooled.empty()) {
         const std::int64_t R = t.query_weights.shape()[0];
         check(d_pooled.shape() == shape{R, H, S}, "attention_head_backward: d_pooled must be [", R, ", ", H, ", ", S,
-              "], got ", d_pooled.shape().str());
+              "], got ", d_pooled.shape());
     }
 
     attention_head_backward_result<B> r;

@@ -25,15 +25,15 @@ struct combine_backward_result {
 
 namespace impl {
 inline void check_combine(const cview& x, const cview& delta, const char* who) {
-    glimpse::detail::check(delta.rank() == 2, who, ": delta must be [S, D], got ", delta.shape().str());
-    glimpse::detail::check(x.shape() == delta.shape(), who, ": x ", x.shape().str(), " vs delta ", delta.shape().str());
+    glimpse::detail::check(delta.rank() == 2, who, ": delta must be [S, D], got ", delta.shape());
+    glimpse::detail::check(x.shape() == delta.shape(), who, ": x ", x.shape(), " vs delta ", delta.shape());
 }
 inline void check_gate(heatmap::combine_mode mode, const cview& gate, std::int64_t D, const char* who) {
     using glimpse::detail::check;
     if (mode == heatmap::combine_mode::gated_scalar)
-        check(gate.shape() == shape{1}, who, ": gated_scalar needs gate [1], got ", gate.shape().str());
+        check(gate.shape() == shape{1}, who, ": gated_scalar needs gate [1], got ", gate.shape());
     else if (mode == heatmap::combine_mode::gated_channel)
-        check(gate.shape() == shape{D}, who, ": gated_channel needs gate [", D, "], got ", gate.shape().str());
+        check(gate.shape() == shape{D}, who, ": gated_channel needs gate [", D, "], got ", gate.shape());
 }
 }  // namespace impl
 
@@ -70,8 +70,8 @@ template <Backend B>
 combine_backward_result<B> combine_backward(B& be, heatmap::combine_mode mode, const cview& x, const cview& delta,
                                             const cview& gate, const cview& dz) {
     impl::check_combine(x, delta, "combine_backward");
-    glimpse::detail::check(dz.shape() == delta.shape(), "combine_backward: dz must be ", delta.shape().str(),
-                           " (the shape of z), got ", dz.shape().str());
+    glimpse::detail::check(dz.shape() == delta.shape(), "combine_backward: dz must be ", delta.shape(),
+                           " (the shape of z), got ", dz.shape());
     impl::check_gate(mode, gate, delta.size(1), "combine_backward");
     const std::int64_t D = delta.size(1);
     combine_backward_result<B> r;

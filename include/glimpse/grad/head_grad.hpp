@@ -63,7 +63,7 @@ head_forward_result<B, Kind> head_forward(B& be, const heatmap::heatmap_head<B, 
     glimpse::detail::check(query_weights.empty() || (query_weights.rank() == 1 && query_weights.size(0) == S) ||
                                (query_weights.rank() == 2 && query_weights.shape() == shape{1, S}),
                            "head_forward: query_weights must be [", S, "] or [1, ", S, "], got ",
-                           query_weights.shape().str());
+                           query_weights.shape());
     typename B::tensor qw;
     if (!query_weights.empty()) {
         qw = be.alloc(shape{1, S}, dtype::f32);
@@ -104,14 +104,14 @@ head_backward_result<B> head_backward(B& be, const heatmap::heatmap_head<B, Kind
     const std::int64_t S = tape.x.shape()[0];
     check(d_delta.empty() || (d_delta.shape() == shape{S, D} && d_delta.type() == dtype::f32 && d_delta.stride(1) == 1),
           "head_backward: d_delta must be f32 [", S, ", ", D, "] (the shape of delta) with unit inner stride, got ",
-          name(d_delta.type()), " ", d_delta.shape().str());
+          name(d_delta.type()), " ", d_delta.shape());
     const bool has_pooled = tape.attn.query_weights.shape().rank() != 0;
-    check(d_pooled.empty() || has_pooled, "head_backward: d_pooled ", d_pooled.shape().str(),
+    check(d_pooled.empty() || has_pooled, "head_backward: d_pooled ", d_pooled.shape(),
           " given but head_forward was called without query_weights (there is no pooled map)");
     check(d_pooled.empty() ||
               (d_pooled.shape() == shape{1, H, S} && d_pooled.type() == dtype::f32 && d_pooled.stride(2) == 1),
           "head_backward: d_pooled must be f32 [1, ", H, ", ", S,
-          "] (the shape of pooled) with unit inner stride, got ", name(d_pooled.type()), " ", d_pooled.shape().str());
+          "] (the shape of pooled) with unit inner stride, got ", name(d_pooled.type()), " ", d_pooled.shape());
 
     head_backward_result<B> r;
     named_grads<B> g_norm2, g_mlp;

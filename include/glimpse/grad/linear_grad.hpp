@@ -19,9 +19,9 @@ namespace glimpse::grad {
 namespace impl {
 inline void check_linear(std::int64_t in, std::int64_t out, const cview& x, const cview& dy) {
     glimpse::detail::check(x.rank() == 2 && x.size(1) == in, "linear backward: input must be [M, ", in, "], got ",
-                           x.shape().str());
+                           x.shape());
     glimpse::detail::check(dy.rank() == 2 && dy.shape() == shape{x.size(0), out}, "linear backward: dy must be [",
-                           x.size(0), ", ", out, "], got ", dy.shape().str());
+                           x.size(0), ", ", out, "], got ", dy.shape());
 }
 }  // namespace impl
 
@@ -46,8 +46,7 @@ named_grads<B> linear_param_grads(B& be, const nn::linear<B>& l, const cview& x,
 template <Backend B>
 void linear_input_grad(B& be, const nn::linear<B>& l, const cview& dy, const view& dx, float beta = 0.0f) {
     glimpse::detail::check(dx.rank() == 2 && dx.shape() == shape{dy.size(0), l.in_features()},
-                           "linear backward: dx must be [", dy.size(0), ", ", l.in_features(), "], got ",
-                           dx.shape().str());
+                           "linear backward: dx must be [", dy.size(0), ", ", l.in_features(), "], got ", dx.shape());
     be.gemm(dy, l.weight.cv(), dx, gemm_args{.beta = beta}, cview{});
 }
 

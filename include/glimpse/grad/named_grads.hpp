@@ -58,7 +58,7 @@ void check_matches_visit(const Layer& layer, const std::string& prefix, const na
         glimpse::detail::check(i < g.size() && g.names[i] == n, "grad: parameter ", i, " is '", n,
                                "' but the gradient is '", i < g.size() ? g.names[i] : std::string("<none>"), "'");
         glimpse::detail::check(g.grads[i].shape() == p.shape(), "grad: gradient of '", n, "' has shape ",
-                               g.grads[i].shape().str(), ", the parameter ", p.shape().str());
+                               g.grads[i].shape(), ", the parameter ", p.shape());
         ++i;
     });
     glimpse::detail::check(i == g.size(), "grad: ", g.size(), " gradients for ", i, " parameters");

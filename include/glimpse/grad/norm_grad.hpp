@@ -31,7 +31,7 @@ layer_backward_result<B> norm_backward(B& be, const nn::layer_norm<B>& n, const 
     r.dx = be.alloc(x.shape(), dtype::f32);
     auto dw = be.alloc(n.weight.shape(), dtype::f32);
     be.layer_norm_backward(x, n.weight.cv(), n.eps, dy, r.dx.v(), dw.v());
-    glimpse::detail::check(dy.rank() == 2, "layer_norm backward: dy must be [M, D], got ", dy.shape().str());
+    glimpse::detail::check(dy.rank() == 2, "layer_norm backward: dy must be [M, D], got ", dy.shape());
     auto db = be.alloc(n.bias.shape(), dtype::f32);
     be.sum_rows(dy, db.v());
     r.params.add("weight", std::move(dw));

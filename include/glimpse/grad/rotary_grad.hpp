@@ -18,7 +18,7 @@ namespace glimpse::grad {
 template <Backend B>
 typename B::tensor rotary_transpose_sin(B& be, const cview& sin) {
     glimpse::detail::check(sin.rank() == 2 && sin.size(1) % 2 == 0,
-                           "rotary backward: sin must be [S, d] with even d, got ", sin.shape().str());
+                           "rotary backward: sin must be [S, d] with even d, got ", sin.shape());
     const std::int64_t half = sin.size(1) / 2;
     auto st = be.alloc(sin.shape(), dtype::f32);
     const view lo = st.v().slice(1, 0, half), hi = st.v().slice(1, half, 2 * half);

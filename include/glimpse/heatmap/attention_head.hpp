@@ -112,13 +112,13 @@ public:
                      head_path want = head_path::automatic) const {
         const std::int64_t S = in.x.size(0), D = dim(), H = heads;
         detail::check(in.x.rank() == 2 && in.x.size(1) == D, "heatmap head: features must be [S, ", D, "], got ",
-                      in.x.shape().str());
+                      in.x.shape());
         detail::check((in.heatmap.rank() == 1 && in.heatmap.size(0) == S) ||
                           (in.heatmap.rank() == 2 && in.heatmap.shape() == shape{S, 1}),
-                      "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", in.heatmap.shape().str());
+                      "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", in.heatmap.shape());
         detail::check(!req.any() || maps, "heatmap head: maps requested without an output");
         detail::check(req.query_weights.empty() || (req.query_weights.rank() == 2 && req.query_weights.size(1) == S),
-                      "heatmap head: query_weights must be [R, ", S, "], got ", req.query_weights.shape().str());
+                      "heatmap head: query_weights must be [R, ", S, "], got ", req.query_weights.shape());
         // One host copy of S scalars: validates the heatmap and finds its distinct values.
         const tensor h_host = be.download(in.heatmap).to(dtype::f32);
         const float* hp = h_host.ptr<float>();
@@ -154,8 +154,7 @@ public:
     // K/V of features x [S, D] (cos/sin [S, d] when RoPE is on), for forward(kv, ...).
     head_kv<B> prepare_kv(B& be, const cview& x, const cview& cos = {}, const cview& sin = {}) const {
         const std::int64_t S = x.size(0), D = dim(), H = heads, d = head_dim();
-        detail::check(x.rank() == 2 && x.size(1) == D, "heatmap head: features must be [S, ", D, "], got ",
-                      x.shape().str());
+        detail::check(x.rank() == 2 && x.size(1) == D, "heatmap head: features must be [S, ", D, "], got ", x.shape());
         head_kv<B> kv;
         kv.x = be.alloc(x.shape(), dtype::f32);
         be.copy(x, kv.x.v());
@@ -200,14 +199,14 @@ private:
                     const maps_request& req, head_maps<B>* maps, head_path want, bool project) const {
         const std::int64_t S = kv.tokens(), D = dim(), H = heads, d = head_dim();
         detail::check(S > 0 && kv.k.shape() == shape{S, D} && kv.v.shape() == shape{S, D} && kv.rotated == rope,
-                      "heatmap head: K/V cache does not belong to this head (features ", kv.x.shape().str(), ", D=", D,
+                      "heatmap head: K/V cache does not belong to this head (features ", kv.x.shape(), ", D=", D,
                       ", RoPE ", rope ? "on" : "off", ")");
         detail::check(
             (heatmap.rank() == 1 && heatmap.size(0) == S) || (heatmap.rank() == 2 && heatmap.shape() == shape{S, 1}),
-            "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", heatmap.shape().str());
+            "heatmap head: heatmap must be [", S, "] or [", S, ", 1], got ", heatmap.shape());
         detail::check(!req.any() || maps, "heatmap head: maps requested without an output");
         detail::check(req.query_weights.empty() || (req.query_weights.rank() == 2 && req.query_weights.size(1) == S),
-                      "heatmap head: query_weights must be [R, ", S, "], got ", req.query_weights.shape().str());
+                      "heatmap head: query_weights must be [R, ", S, "], got ", req.query_weights.shape());
         const tensor h_host = be.download(heatmap).to(dtype::f32);
         const float* hp = h_host.ptr<float>();
         for (std::int64_t i = 0; i < S; ++i)

@@ -54,7 +54,7 @@ inline tensor box_heatmap(const box& b, double image_w, double image_h, std::int
 // fractional weights for map pixels cut by a patch boundary.
 inline tensor pool_to_patches(const cview& map, std::int64_t grid_h, std::int64_t grid_w) {
     detail::check(map.rank() == 2 && map.size(0) > 0 && map.size(1) > 0,
-                  "pool_to_patches: map must be a non-empty [H, W], got ", map.shape().str());
+                  "pool_to_patches: map must be a non-empty [H, W], got ", map.shape());
     detail::check(grid_h > 0 && grid_w > 0, "pool_to_patches: empty patch grid");
     const std::int64_t H = map.size(0), W = map.size(1);
     // Per-axis overlap weights: weight[g][p] = length of map pixel p inside grid cell g.

@@ -177,7 +177,7 @@ public:
         glimpse::detail::check(
             pixel_values.rank() == 2 && pixel_values.size(0) == n && pixel_values.size(1) == c.patch_dim(),
             "qwen3_vision::encode: pixel_values must be [", n, ", ", c.patch_dim(), "] for these grids, got ",
-            pixel_values.shape().str());
+            pixel_values.shape());
 
         tensor_t x = be.alloc(shape{n, d}, dtype::f32);
         {

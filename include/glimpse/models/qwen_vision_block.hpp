@@ -100,7 +100,7 @@ struct qwen_vision_block : nn::visits_parameters<qwen_vision_block<B, Kind>> {
                  const attention_maps& maps = {}) const {
         const std::int64_t s = x.size(0), d = dim(), h = heads, hd = head_dim();
         glimpse::detail::check(x.rank() == 2 && x.size(1) == d, "qwen vision block: x must be [S, ", d, "], got ",
-                               x.shape().str());
+                               x.shape());
         tensor_t xn = [&] {
             const stage_clock::scope sc("norms");
             return norm1(be, x);

@@ -63,7 +63,7 @@ inline raster_attention maps_to_raster(const cview& pooled, const heatmap::token
     const std::int64_t S = grid_h * grid_w;
     glimpse::detail::check(pooled.rank() == 3 && pooled.size(0) == 1 && pooled.size(2) == S && order.size() == S,
                            "maps_to_raster: pooled maps must be [1, H, ", S, "] for a ", grid_h, "x", grid_w,
-                           " grid, got ", pooled.shape().str(), " (order of ", order.size(), " tokens)");
+                           " grid, got ", pooled.shape(), " (order of ", order.size(), " tokens)");
     glimpse::detail::check(static_cast<std::int64_t>(in_box.size()) == S, "maps_to_raster: in-box mask has ",
                            in_box.size(), " values for ", S, " patches");
     const std::int64_t H = pooled.size(1);

@@ -22,7 +22,7 @@ struct sdpa_options {
 
 template <Backend B>
 void sdpa(B& be, const cview& q, const cview& k, const cview& v, const view& out, const sdpa_options& o = {}) {
-    detail::check(q.rank() == 3, "sdpa: q must be [S, H, d], got ", q.shape().str());
+    detail::check(q.rank() == 3, "sdpa: q must be [S, H, d], got ", q.shape());
     const float scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(q.size(2)));
     be.attention(q, k, v, out, attention_args{scale, o.mask, o.segments, o.maps});
 }

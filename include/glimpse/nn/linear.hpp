@@ -46,7 +46,7 @@ struct linear : visits_parameters<linear<B>> {
     }
 
     tensor_t operator()(B& be, const cview& x) const {
-        detail::check(x.rank() == 2, "linear: input must be [M, in], got ", x.shape().str());
+        detail::check(x.rank() == 2, "linear: input must be [M, in], got ", x.shape());
         tensor_t y = be.alloc(shape{x.size(0), out_features()}, dtype::f32);
         forward(be, x, y.v());
         return y;

@@ -81,8 +81,8 @@ public:
         for (std::size_t i = 0; i < m_.size(); ++i) {
             detail::check(m[i].shape() == m_[i].shape() && v[i].shape() == v_[i].shape() && m[i].type() == dtype::f32 &&
                               v[i].type() == dtype::f32,
-                          "adamw: saved moments of '", names_[i], "' are ", m[i].shape().str(), " / ",
-                          v[i].shape().str(), ", the parameter is ", m_[i].shape().str());
+                          "adamw: saved moments of '", names_[i], "' are ", m[i].shape(), " / ", v[i].shape(),
+                          ", the parameter is ", m_[i].shape());
         }
         t_ = steps;
         m_ = std::move(m);
@@ -105,7 +105,7 @@ public:
             const view& p = params[i];
             detail::check(p.type() == dtype::f32 && p.is_contiguous() && p.shape() == m_[i].shape() &&
                               grads[i].shape() == m_[i].shape() && grads[i].type() == dtype::f32,
-                          "adamw::step: parameter '", names_[i], "' must be f32 contiguous ", m_[i].shape().str(),
+                          "adamw::step: parameter '", names_[i], "' must be f32 contiguous ", m_[i].shape(),
                           " with an f32 gradient of that shape");
             float* pp = p.ptr<float>();
             const float* g = grads[i].ptr<float>();

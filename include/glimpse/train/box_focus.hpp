@@ -138,7 +138,7 @@ double mass_on_box_patches(B& be, const cview& pooled, const focus_target& t) {
     const tensor p = be.download(pooled).to(dtype::f32);
     const std::int64_t H = p.size(1), S = p.size(2);
     detail::check(p.rank() == 3 && p.size(0) == 1 && S == static_cast<std::int64_t>(t.in_box.size()),
-                  "box focus: pooled map ", p.shape().str(), " for ", t.in_box.size(), " tokens");
+                  "box focus: pooled map ", p.shape(), " for ", t.in_box.size(), " tokens");
     double m = 0;
     for (std::int64_t j = 0; j < H; ++j)
         m += analysis::mass_on_patches(std::span<const float>(p.ptr<float>() + j * S, static_cast<std::size_t>(S)),

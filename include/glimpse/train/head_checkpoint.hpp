@@ -188,8 +188,8 @@ inline train_state load_train_state(const std::filesystem::path& dir) {
         tensor p = f.load(e.name), m = f.load("exp_avg." + n), v = f.load("exp_avg_sq." + n);
         check(p.type() == dtype::f32 && m.type() == dtype::f32 && v.type() == dtype::f32 && p.shape() == m.shape() &&
                   p.shape() == v.shape(),
-              where, ": '", n, "' and its moments must be f32 of one shape, got ", p.shape().str(), ", ",
-              m.shape().str(), ", ", v.shape().str());
+              where, ": '", n, "' and its moments must be f32 of one shape, got ", p.shape(), ", ", m.shape(), ", ",
+              v.shape());
         st.names.push_back(n);
         st.params.push_back(std::move(p));
         st.exp_avg.push_back(std::move(m));
@@ -199,7 +199,7 @@ inline train_state load_train_state(const std::filesystem::path& dir) {
     check(f.contains("losses"), where, ": no 'losses'");
     const tensor l = f.load("losses");
     check(l.type() == dtype::f32 && l.rank() == 1 && l.size(0) == st.step, where, ": 'losses' must be f32 [", st.step,
-          "], got ", l.shape().str());
+          "], got ", l.shape());
     st.losses.assign(l.ptr<float>(), l.ptr<float>() + l.numel());
     return st;
 }

@@ -348,7 +348,7 @@ public:
             detail::check(it != st.names.end(), "resume: the checkpoint has no parameter '", n, "'");
             const auto i = static_cast<std::size_t>(it - st.names.begin());
             detail::check(st.params[i].shape() == p.shape(), "resume: the checkpoint's '", n, "' is ",
-                          st.params[i].shape().str(), ", the head's ", p.shape().str());
+                          st.params[i].shape(), ", the head's ", p.shape());
             be_->copy(st.params[i].cv(), p.v());
             at.push_back(i);
         });

@@ -26,7 +26,7 @@ void norm_backward_rows(const cview& x, const cview& w, const cview& dy, const v
     tensor xh, gh;
     std::int64_t m, n, ldx, ldg, ldo;
     const cview X = f32_rows(x, xh, m, n, ldx), G = f32_rows(dy, gh, m, n, ldg);
-    detail::check(dx.rows(m, n, ldo), "norm backward: dx ", dx.shape().str(), " must have collapsible rows");
+    detail::check(dx.rows(m, n, ldo), "norm backward: dx ", dx.shape(), " must have collapsible rows");
     Eigen::ArrayXf W(n);
     widen(w.reshape(shape{1, n}), 0, 1, 0, n, W.data());
     const std::int64_t nb = (m + kRows - 1) / kRows;
@@ -52,8 +52,7 @@ inline void softmax_rows_backward(const cview& p, const cview& dp, float scale, 
     tensor ph, gh;
     std::int64_t m, n, ldp, ldg, ldx;
     const cview P = f32_rows(p, ph, m, n, ldp), G = f32_rows(dp, gh, m, n, ldg);
-    detail::check(dx.rows(m, n, ldx), "softmax_rows_backward: dx ", dx.shape().str(),
-                  " must have rows with unit stride");
+    detail::check(dx.rows(m, n, ldx), "softmax_rows_backward: dx ", dx.shape(), " must have rows with unit stride");
     const float* pp = P.ptr<float>();
     const float* gp = G.ptr<float>();
     float* op = dx.ptr<float>();
@@ -69,7 +68,7 @@ inline void activate_backward(activation act, const cview& x, const cview& dy, c
     tensor xh, gh;
     std::int64_t m, n, ldx, ldg, ldo;
     const cview X = f32_rows(x, xh, m, n, ldx), G = f32_rows(dy, gh, m, n, ldg);
-    detail::check(dx.rows(m, n, ldo), "activate_backward: dx ", dx.shape().str(), " must have collapsible rows");
+    detail::check(dx.rows(m, n, ldo), "activate_backward: dx ", dx.shape(), " must have collapsible rows");
     const float* xp = X.ptr<float>();
     const float* gp = G.ptr<float>();
     float* op = dx.ptr<float>();

@@ -50,7 +50,7 @@ public:
 
     // Same memory, new shape of equal element count (as glimpse::tensor::reshape_inplace).
     device_tensor& reshape_inplace(const glimpse::shape& s) {
-        detail::check(s.numel() == numel(), "reshape ", shape_.str(), " to ", s.str(), " changes the element count");
+        detail::check(s.numel() == numel(), "reshape ", shape_, " to ", s, " changes the element count");
         shape_ = s;
         return *this;
     }
