@@ -9,6 +9,9 @@
 // rows agree to rounding):
 //   glimpse_f32         the cpu backend's gemm, f32 matmul precision (label: the kernel that ran)
 //   glimpse_bf16        the same under bf16 matmul precision: A rounded inside the call
+//                       (both with glimpse's own kernels, whatever the build's default library)
+//   glimpse_bf16_onednn the cpu backend's route to oneDNN (cpu/onednn_gemm.hpp), where built in:
+//                       A rounded inside the call, then onednn_bf16's primitive
 //   openblas_sgemm      cblas_sgemm on the f32 copy of W, OpenBLAS threading itself
 //   openblas_sbgemm     cblas_sbgemm (bf16 x bf16 -> f32), only where the library exports it:
 //                       Debian 12's 0.3.21 declares it in cblas.h but is built without it
@@ -107,7 +110,12 @@ struct operands {
     double ref_absmax = 0.0;  // max |ref|
 };
 
-cpu make_cpu(glimpse::matmul_precision p) { return cpu(glimpse::cpu_options{.precision = p, .threads = g_threads}); }
+// The glimpse rows run glimpse's own kernels (packed, skinny) whatever the build's default library.
+cpu make_cpu(glimpse::matmul_precision p, glimpse::cpu_gemm_library lib = glimpse::cpu_gemm_library::own) {
+    cpu be(glimpse::cpu_options{.precision = p, .threads = g_threads});
+    be.set_gemm_library(lib);
+    return be;
+}
 
 void glimpse_gemm(cpu& be, const operands& op, float* c) {
     const glimpse::view cv(reinterpret_cast<std::byte*>(c), glimpse::dtype::f32, glimpse::shape{op.sh.m, op.sh.n});
@@ -167,9 +175,10 @@ std::vector<float> c_buffer(const operands& op) {
 }
 
 // ---- glimpse --------------------------------------------------------------------------------
-void bm_glimpse(benchmark::State& st, const gemm_shape& sh, glimpse::matmul_precision p) {
+void bm_glimpse(benchmark::State& st, const gemm_shape& sh, glimpse::matmul_precision p,
+                glimpse::cpu_gemm_library lib = glimpse::cpu_gemm_library::own) {
     const operands& op = get_operands(sh);
-    cpu be = make_cpu(p);
+    cpu be = make_cpu(p, lib);
     auto c = c_buffer(op);
     time_row(
         st, op, [&] { glimpse_gemm(be, op, c.data()); }, c, std::string(be.gemm_kernel()),
@@ -396,6 +405,10 @@ int main(int argc, char** argv) {
                 [](benchmark::State& st, const gemm_shape& s) { bm_glimpse(st, s, matmul_precision::f32); });
         add_row(sh, "glimpse_bf16",
                 [](benchmark::State& st, const gemm_shape& s) { bm_glimpse(st, s, matmul_precision::bf16); });
+        if (glimpse::cpu_gemm_onednn_built)  // the backend's own route to oneDNN (cpu/onednn_gemm.hpp)
+            add_row(sh, "glimpse_bf16_onednn", [](benchmark::State& st, const gemm_shape& s) {
+                bm_glimpse(st, s, matmul_precision::bf16, glimpse::cpu_gemm_library::onednn);
+            });
 #if defined(GLIMPSE_PEERS_OPENBLAS)
         add_row(sh, "openblas_sgemm", bm_openblas_sgemm);
         if (g_sbgemm) add_row(sh, "openblas_sbgemm", bm_openblas_sbgemm);

@@ -3,8 +3,9 @@
 // across rows, heads and query tiles, SIMD kernels picked at run time per backend object from
 // what the CPU has (cpu/isa.hpp, cpu/level_kernels.hpp: isa(), set_isa(), GLIMPSE_CPU_ISA).
 // This header holds the backend's state and dispatches; the work lives in cpu/:
-//   gemm.hpp        the gemm op and its routes: packed AVX-512 kernels (packed_gemm.hpp), AMX
-//                   (bf16_gemm.hpp), the BLAS or Eigen (sgemm.hpp); weights stay in their
+//   gemm.hpp        the gemm op and its routes: packed AVX-512 kernels (packed_gemm.hpp), few-row
+//                   kernels (skinny_gemm.hpp), oneDNN's matmul where built in (onednn_gemm.hpp),
+//                   AMX (bf16_gemm.hpp), the BLAS or Eigen (sgemm.hpp); weights stay in their
 //                   storage dtype, widened as they are packed or a panel at a time
 //   attention.hpp   the fused flash-style attention (attention_kernel.inc per level): a tile of
 //                   queries walks its keys with an online softmax; the maps a caller asks for
@@ -94,6 +95,15 @@ public:
     void set_threads(int n) {
         detail::check(n >= 0, "cpu backend: threads must be >= 0 (0: OpenMP's default), got ", n);
         threads_ = n;
+    }
+
+    // Whose kernels run the large Linear-layout GEMMs (cpu/gemm.hpp): GLIMPSE_CPU_GEMM's
+    // choice, else oneDNN where the build has it; set_gemm_library refuses onednn elsewhere.
+    cpu_gemm_library gemm_library() const { return gemm_library_; }
+    void set_gemm_library(cpu_gemm_library l) {
+        detail::check(l == cpu_gemm_library::own || cpu_gemm_onednn_built,
+                      "cpu backend: this build has no oneDNN (configure with libdnnl-dev installed)");
+        gemm_library_ = l;
     }
 
     // Which kernels this backend runs; set_isa refuses a level the CPU lacks.
@@ -316,11 +326,12 @@ private:
     glimpse::matmul_precision precision_ = glimpse::matmul_precision::f32;
     glimpse::matmul_precision attention_precision_ = glimpse::matmul_precision::f32;
     cpu_isa isa_ = detail::cpu_impl::default_isa();
+    cpu_gemm_library gemm_library_ = detail::cpu_impl::default_gemm_library();
     int threads_ = 0;
 
     detail::cpu_impl::team_scope team() const { return detail::cpu_impl::team_scope(threads_); }
 
-    detail::cpu_impl::gemm_dispatch gemm_plan() const { return {isa_, precision_}; }
+    detail::cpu_impl::gemm_dispatch gemm_plan() const { return {isa_, precision_, gemm_library_}; }
     const detail::cpu_impl::row_kernels& rows() const { return detail::cpu_impl::row_kernels_of(isa_); }
 
     // out = f(a, b) elementwise, b equal-shaped or a broadcast row.

@@ -9,18 +9,25 @@
 //             above, in a Linear's layout or with B [K, N] f32 rows: AVX-512 kernels that read
 //             op(B) where it lies (cpu/skinny_gemm.hpp), where packing it would cost more than
 //             the product
+//   onednn    oneDNN's matmul (cpu/onednn_gemm.hpp), where the build found oneDNN and the backend's
+//             gemm library is onednn: a Linear's layout with more rows than the skinny kernels
+//             take, alpha 1, f32 x f32 weights (f32 precision, level avx512 and above) or
+//             rounded A x bf16 weights (bf16 precision, level avx512_bf16), where it beats the
+//             packed kernels (docs/benchmarks.md)
 //   blas      f32 through sgemm (cpu/sgemm.hpp), narrow weights widened a panel at a time
 //   emulated  bf16 matmul precision below AVX-512: rounded operands through sgemm
 // The level (cpu_isa) and the precision are the backend object's; gemm_dispatch is a value.
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string_view>
 #include <vector>
 
 #include "glimpse/backend/cpu/bf16_gemm.hpp"
 #include "glimpse/backend/cpu/isa.hpp"
+#include "glimpse/backend/cpu/onednn_gemm.hpp"
 #include "glimpse/backend/cpu/packed_gemm.hpp"
 #include "glimpse/backend/cpu/row_loops.hpp"
 #include "glimpse/backend/cpu/sgemm.hpp"
@@ -28,13 +35,48 @@
 #include "glimpse/backend/op_checks.hpp"
 #include "glimpse/core/backend.hpp"
 
+namespace glimpse {
+
+// Whose kernels run the cpu backend's large Linear-layout GEMMs: glimpse's own (cpu/packed_gemm.hpp)
+// or oneDNN's matmul (only where the build found oneDNN: cpu_gemm_onednn_built).
+enum class cpu_gemm_library { own, onednn };
+#if defined(GLIMPSE_CPU_ONEDNN)
+inline constexpr bool cpu_gemm_onednn_built = true;
+#else
+inline constexpr bool cpu_gemm_onednn_built = false;
+#endif
+constexpr std::string_view name(cpu_gemm_library l) { return l == cpu_gemm_library::onednn ? "onednn" : "own"; }
+
+namespace detail::cpu_impl {
+
+// GLIMPSE_CPU_GEMM=own|onednn when set (an unknown name, or onednn in a build without it, is an
+// error), else oneDNN where built in: what a default-constructed cpu backend runs. Decided once
+// per process, like GLIMPSE_CPU_ISA.
+inline cpu_gemm_library default_gemm_library() {
+    static const cpu_gemm_library lib = [] {
+        const char* e = std::getenv("GLIMPSE_CPU_GEMM");
+        const std::string_view v = e ? e : "";
+        if (v.empty()) return cpu_gemm_onednn_built ? cpu_gemm_library::onednn : cpu_gemm_library::own;
+        if (v == "own") return cpu_gemm_library::own;
+        check(v == "onednn", "GLIMPSE_CPU_GEMM=", v, ": not a gemm library (own, onednn)");
+        check(cpu_gemm_onednn_built,
+              "GLIMPSE_CPU_GEMM=onednn: this build has no oneDNN (configure with libdnnl-dev installed)");
+        return cpu_gemm_library::onednn;
+    }();
+    return lib;
+}
+
+}  // namespace detail::cpu_impl
+}  // namespace glimpse
+
 namespace glimpse::detail::cpu_impl {
 
-enum class gemm_route { amx, packed, skinny, blas, emulated };
+enum class gemm_route { amx, packed, skinny, onednn, blas, emulated };
 
 struct gemm_dispatch {
     cpu_isa isa;
     matmul_precision precision;
+    cpu_gemm_library library = cpu_gemm_library::own;
 
     // Panel height of weight widening on the blas and emulated routes: memory stays at the
     // weights' storage size while the math is f32.
@@ -62,6 +104,13 @@ struct gemm_dispatch {
         };
         const bool a_rows = row_major(A, !g.trans_a), linear = a_rows && row_major(B, g.trans_b);
         const gemm_route r = route_for(linear, k);
+#if defined(GLIMPSE_CPU_ONEDNN)
+        if (library == cpu_gemm_library::onednn && linear && A.type() == dtype::f32 && g.alpha == 1.0f && k > 0 &&
+            m > skinny::kMaxRows && !in_parallel() &&
+            ((precision == matmul_precision::f32 && isa >= cpu_isa::avx512 && B.type() == dtype::f32) ||
+             (precision == matmul_precision::bf16 && isa == cpu_isa::avx512_bf16 && B.type() == dtype::bf16)))
+            return gemm_route::onednn;
+#endif
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
         if (precision == matmul_precision::f32 && isa >= cpu_isa::avx512 && k > 0 && m <= skinny::kMaxRows && a_rows &&
             A.type() == dtype::f32 && (linear || (!g.trans_b && B.type() == dtype::f32 && B.stride(-1) == 1)))
@@ -72,8 +121,17 @@ struct gemm_dispatch {
         return r;
     }
 
-    // The kernel a Linear's gemm runs on, named (for --verbose and benchmark labels).
+    // The kernel a Linear's gemm runs on, named (for --verbose and benchmark labels): a large
+    // one with weights in the dtype the precision multiplies (f32, or bf16 under bf16).
     std::string_view kernel_name() const {
+#if defined(GLIMPSE_CPU_ONEDNN)
+        if (library == cpu_gemm_library::onednn) {
+            if (precision == matmul_precision::f32 && isa >= cpu_isa::avx512)
+                return "f32 packed FMA (avx512); f32 weights: oneDNN matmul";
+            if (precision == matmul_precision::bf16 && isa == cpu_isa::avx512_bf16)
+                return "bf16 on oneDNN matmul (avx512_bf16)";
+        }
+#endif
         switch (route_for(true, 1)) {
             case gemm_route::amx:
                 return "bf16 on AMX tiles";
@@ -84,6 +142,7 @@ struct gemm_dispatch {
             case gemm_route::emulated:
                 return "bf16 emulated: sgemm on rounded operands";
             case gemm_route::skinny:  // never route_for's answer: a matter of m
+            case gemm_route::onednn:  // nor this: named below
                 break;
             case gemm_route::blas:
                 break;
@@ -106,7 +165,8 @@ struct gemm_dispatch {
             gemm_args gb = g;
             const float* epilogue = nullptr;
             if (!bias.empty()) {
-                if (const gemm_route r = route(A, B, g, d.m, d.k); r == gemm_route::packed || r == gemm_route::skinny)
+                if (const gemm_route r = route(A, B, g, d.m, d.k);
+                    r == gemm_route::packed || r == gemm_route::skinny || r == gemm_route::onednn)
                     epilogue = bias_f32.data();
                 else if (g.beta == 0.0f) {
                     bias_rows(C, bias_f32);
@@ -132,6 +192,12 @@ private:
     void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
                 std::int64_t k, const float* bias_epilogue) const {
         const gemm_route r = route(A, B, g, m, k);
+#if defined(GLIMPSE_CPU_ONEDNN)
+        if (r == gemm_route::onednn) {
+            onednn_gemm(A, B, C, g, m, n, k, bias_epilogue);
+            return;
+        }
+#endif
         if (precision == matmul_precision::bf16) {
             gemm2d_bf16(A, B, C, g, m, n, k, r, bias_epilogue);
             return;
@@ -207,6 +273,27 @@ private:
             sgemm(false, true, m, nb, k, g.alpha, ar.data(), k, panel.data(), k, g.beta, c + n0, C.stride(0));
         }
     }
+
+#if defined(GLIMPSE_CPU_ONEDNN)
+    // The onednn route (route() has checked the layout, dtypes, alpha and level): under bf16
+    // precision A is rounded to bf16 rows first, as the packed kernels round it while packing.
+    void onednn_gemm(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
+                     std::int64_t k, const float* bias) const {
+        auto& mm = onednn::matmuls::get();
+        if (precision == matmul_precision::f32) {
+            mm.run(A.data(), A.stride(0), B.data(), B.stride(0), false, m, n, k, g.beta, C.ptr<float>(), C.stride(0),
+                   bias);
+            return;
+        }
+        static thread_local std::vector<std::uint16_t> abf;  // kept: the towers call this per Linear
+        abf.resize(static_cast<std::size_t>(m * k));
+        const float* a = A.ptr<float>();
+        const std::int64_t lda = A.stride(0);
+        std::uint16_t* const dst = abf.data();  // not abf in the loop: the team's threads have their own
+        parallel_rows(m, k, [&](std::int64_t i) { onednn::round_row_bf16(a + i * lda, k, dst + i * k); });
+        mm.run(dst, k, B.data(), B.stride(0), true, m, n, k, g.beta, C.ptr<float>(), C.stride(0), bias);
+    }
+#endif
 
     // C[i, :] = b for every row.
     static void bias_rows(const view& C, const std::vector<float>& b) {
