@@ -129,7 +129,7 @@ struct gemm_dispatch {
             if (precision == matmul_precision::f32 && isa >= cpu_isa::avx512)
                 return "f32 packed FMA (avx512); f32 weights: oneDNN matmul";
             if (precision == matmul_precision::bf16 && isa == cpu_isa::avx512_bf16)
-                return "bf16 on oneDNN matmul (avx512_bf16)";
+                return "bf16 on oneDNN matmul (avx512_bf16); f32 weights: VDPBF16PS";
         }
 #endif
         switch (route_for(true, 1)) {
