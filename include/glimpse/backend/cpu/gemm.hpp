@@ -142,7 +142,7 @@ struct gemm_dispatch {
             case gemm_route::emulated:
                 return "bf16 emulated: sgemm on rounded operands";
             case gemm_route::skinny:  // never route_for's answer: a matter of m
-            case gemm_route::onednn:  // nor this: named below
+            case gemm_route::onednn:  // nor this: named above
                 break;
             case gemm_route::blas:
                 break;
@@ -164,16 +164,16 @@ struct gemm_dispatch {
             // second full read-modify-write after the GEMM.
             gemm_args gb = g;
             const float* epilogue = nullptr;
+            const gemm_route r = route(A, B, g, d.m, d.k);
             if (!bias.empty()) {
-                if (const gemm_route r = route(A, B, g, d.m, d.k);
-                    r == gemm_route::packed || r == gemm_route::skinny || r == gemm_route::onednn)
+                if (r == gemm_route::packed || r == gemm_route::skinny || r == gemm_route::onednn)
                     epilogue = bias_f32.data();
                 else if (g.beta == 0.0f) {
                     bias_rows(C, bias_f32);
                     gb.beta = 1.0f;
                 }
             }
-            gemm2d(A, B, C, gb, d.m, d.n, d.k, epilogue);
+            gemm2d(A, B, C, gb, r, d.m, d.n, d.k, epilogue);
             if (!bias.empty() && !epilogue && g.beta != 0.0f) add_bias(C, bias_f32);
 #ifdef GLIMPSE_PLANT_GEMM_ERROR
             // Test-suite audit only (never in a normal build): every GEMM result off by
@@ -188,10 +188,10 @@ struct gemm_dispatch {
     }
 
 private:
-    // C = alpha op(A) op(B) + beta C, + bias_epilogue [n] on the packed and skinny routes (else null).
-    void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, std::int64_t m, std::int64_t n,
-                std::int64_t k, const float* bias_epilogue) const {
-        const gemm_route r = route(A, B, g, m, k);
+    // C = alpha op(A) op(B) + beta C on route r (route()'s), + bias_epilogue [n] on the packed,
+    // skinny and onednn routes (else null).
+    void gemm2d(const cview& A, const cview& B, const view& C, const gemm_args& g, gemm_route r, std::int64_t m,
+                std::int64_t n, std::int64_t k, const float* bias_epilogue) const {
 #if defined(GLIMPSE_CPU_ONEDNN)
         if (r == gemm_route::onednn) {
             onednn_gemm(A, B, C, g, m, n, k, bias_epilogue);

@@ -1,11 +1,16 @@
 #pragma once
 // One GEMM operand as the cpu backend's own GEMM kernels read it (cpu/bf16_gemm.hpp's AMX kernel,
-// cpu/packed_gemm.hpp's AVX-512 kernels), and the one f32 -> bf16 rounding they all share.
+// cpu/packed_gemm.hpp's AVX-512 kernels), and what they all share: the one f32 -> bf16 rounding
+// and the one rule for their thread count.
 
 #include <cstddef>
 #include <cstdint>
 
 #include "glimpse/core/dtype.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -40,6 +45,21 @@ inline std::uint16_t bf16_bits(const gemm_operand& x, std::int64_t row, std::int
 }
 
 inline float round_bf16(float f) { return to_f32(to_bf16(f)); }
+
+// Threads for an m x n x k product of the own kernels (cpu/packed_gemm.hpp, cpu/skinny_gemm.hpp):
+// the caller's team, unless already inside one or the work is small.
+inline int gemm_threads(std::int64_t m, std::int64_t n, std::int64_t k) {
+#if defined(_OPENMP)
+    // Below ~1 ms of work a second thread costs more than it brings.
+    if (omp_in_parallel() == 0 && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) > 4.0e6)
+        return omp_get_max_threads();
+#else
+    (void)m;
+    (void)n;
+    (void)k;
+#endif
+    return 1;
+}
 
 #if defined(GLIMPSE_CPU_HAVE_AVX512_CODE)
 // GCC 12 reports the intrinsics' own deliberately undefined operands (_mm512_undefined_*) as

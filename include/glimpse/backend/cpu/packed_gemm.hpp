@@ -309,12 +309,7 @@ inline void gemm(const gemm_operand& a, const gemm_operand& b, std::int64_t m, s
     const std::int64_t total = (k + k_per_slot(kind) - 1) / k_per_slot(kind);
     const std::int64_t panels = (n + kNr - 1) / kNr;
     const gemm_operand bt{b.data, b.type, b.ld, !b.trans};
-    std::int64_t nth = 1;
-#if defined(_OPENMP)
-    // Below ~1 ms of work a second thread costs more than it brings.
-    if (omp_in_parallel() == 0 && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) > 4.0e6)
-        nth = omp_get_max_threads();
-#endif
+    const std::int64_t nth = gemm_threads(m, n, k);
     // Work items: row blocks (a multiple of the thread count, each at most kMcMax rows); when m
     // is too short to share, every thread takes all rows and a slice of the column panels.
     const bool split_n = m < nth * kMr * 8;

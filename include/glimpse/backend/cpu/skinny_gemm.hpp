@@ -166,27 +166,13 @@ GLIMPSE_AVX512_TARGET inline void axpy_tile(const float* a, std::int64_t lda, co
 
 #pragma GCC diagnostic pop
 
-// Threads for m x n x k: the caller's team, unless already inside one or the work is small.
-inline int threads_for(std::int64_t m, std::int64_t n, std::int64_t k) {
-#if defined(_OPENMP)
-    // Below ~1 ms of work a second thread costs more than it brings.
-    if (omp_in_parallel() == 0 && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) > 4.0e6)
-        return omp_get_max_threads();
-#else
-    (void)m;
-    (void)n;
-    (void)k;
-#endif
-    return 1;
-}
-
 // C = alpha A B^T + beta C (+ bias): A [m, k] f32 rows (lda), B [n, k] rows f32 or bf16 (ldb).
 inline void dot(const float* a, std::int64_t lda, const std::byte* b, dtype bt, std::int64_t ldb, std::int64_t m,
                 std::int64_t n, std::int64_t k, float alpha, float beta, float* c, std::int64_t ldc,
                 const float* bias) {
     const bool bf16 = bt == dtype::bf16;
     const std::int64_t bsz = bf16 ? 2 : 4, blocks = (n + kDotCols - 1) / kDotCols;
-    const int nth = threads_for(m, n, k);
+    const int nth = gemm_threads(m, n, k);
 #pragma omp parallel for schedule(static) num_threads(nth) if (nth > 1)
     for (std::int64_t jb = 0; jb < blocks; ++jb) {
         const std::int64_t j0 = jb * kDotCols;
@@ -208,7 +194,7 @@ inline void dot(const float* a, std::int64_t lda, const std::byte* b, dtype bt, 
 inline void axpy(const float* a, std::int64_t lda, const float* b, std::int64_t ldb, std::int64_t m, std::int64_t n,
                  std::int64_t k, float alpha, float beta, float* c, std::int64_t ldc, const float* bias) {
     const std::int64_t panels = (n + kAxpyCols - 1) / kAxpyCols;
-    const int nth = threads_for(m, n, k);
+    const int nth = gemm_threads(m, n, k);
     // Each thread owns a range of C's column panels and walks K once for all of them, a K block at
     // a time: B is read once, each of its rows as one run of the thread's columns (a panel at a
     // time down all of K read 256-byte pieces 4 KiB apart: 35 % slower from memory), and the
